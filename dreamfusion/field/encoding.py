@@ -1,0 +1,195 @@
+"""Multiresolution hash-grid encoding (Instant-NGP), pure PyTorch, with tinycudann on CUDA.
+
+Configured with tinycudann's own Grid keys, so one config drives both implementations. The pure
+PyTorch version follows tinycudann exactly: level l has scale `base * s**l - 1` and resolution
+`ceil(scale) + 1`; levels whose grid fits the table are indexed densely, the others through the
+coherent prime hash (1, 2654435761, 805459861); parameters are initialised U(-1e-4, 1e-4).
+
+Why it is fast on CPU: all levels are computed at once (levels are a tensor dimension, the tables
+one concatenated parameter), the 8 corner indices and weights come from per-axis pairs combined by
+broadcasting (no (N, L, 8, 3) temporaries), and the interpolation is one `embedding_bag` call.
+Its backward is written out by hand with differentiable ops, so second derivatives (analytic
+normals trained through shading and the orientation loss) work, which `embedding_bag` alone lacks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError, key_of, require_positive
+from ..utils.capabilities import tinycudann_available
+
+PRIMES = (1, 2654435761, 805459861)
+# The same primes as int32 bit patterns: int32 multiplication wraps modulo 2^32 like uint32.
+_PRIME1 = PRIMES[1] - 2**32
+_PRIME2 = PRIMES[2]
+
+
+@dataclass
+class HashGridConfig:
+    """tinycudann's Grid encoding keys (see its DOCUMENTATION.md)."""
+
+    otype: Literal["HashGrid", "Grid"] = "HashGrid"
+    type: Literal["Hash"] = "Hash"
+    n_levels: int = 16
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 19
+    base_resolution: int = 16
+    per_level_scale: float = 1.447269237440378  # finest level 4096 with 16 levels
+    interpolation: Literal["Linear"] = "Linear"
+
+    def validate(self, prefix: str = "") -> None:
+        for name in ("n_levels", "n_features_per_level", "base_resolution"):
+            require_positive(prefix, name, getattr(self, name))
+        if not 1 <= self.log2_hashmap_size <= 30:
+            raise ConfigError(f"{key_of(prefix, 'log2_hashmap_size')} must be in [1, 30], got {self.log2_hashmap_size}")
+        if self.per_level_scale < 1.0:
+            raise ConfigError(f"{key_of(prefix, 'per_level_scale')} must be >= 1, got {self.per_level_scale}")
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_levels * self.n_features_per_level
+
+    def tcnn_dict(self) -> dict:
+        return dict(
+            otype="HashGrid",
+            n_levels=self.n_levels,
+            n_features_per_level=self.n_features_per_level,
+            log2_hashmap_size=self.log2_hashmap_size,
+            base_resolution=self.base_resolution,
+            per_level_scale=self.per_level_scale,
+            interpolation=self.interpolation,
+        )
+
+
+def level_layout(cfg: HashGridConfig) -> tuple[list[float], list[int], list[int], list[bool]]:
+    """Per level: scale, resolution, table size (params / F) and whether indexing is dense."""
+    scales, resolutions, sizes, dense = [], [], [], []
+    max_size = 2**cfg.log2_hashmap_size
+    for level in range(cfg.n_levels):
+        scale = cfg.base_resolution * cfg.per_level_scale**level - 1.0
+        res = int(math.ceil(scale)) + 1
+        full = res**3
+        size = min(max_size, (full + 7) // 8 * 8)  # tinycudann aligns tables to 8 entries
+        scales.append(scale)
+        resolutions.append(res)
+        sizes.append(size)
+        dense.append(full <= size)
+    return scales, resolutions, sizes, dense
+
+
+class _Interpolate(torch.autograd.Function):
+    """out[m] = sum_k w[m, k] * table[idx[m, k]]: embedding_bag forward, twice-differentiable backward."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table, idx, w)
+        return F.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        table, idx, w = ctx.saved_tensors  # table (P, F), idx (M, 8), w (M, 8); grad_out (M, F)
+        grad_table = grad_w = None
+        if ctx.needs_input_grad[0]:
+            contrib = (grad_out.unsqueeze(1) * w.unsqueeze(-1)).reshape(-1, table.shape[1])
+            grad_table = torch.zeros_like(table).index_add(0, idx.reshape(-1), contrib)
+        if ctx.needs_input_grad[2]:
+            grad_w = (F.embedding(idx, table) * grad_out.unsqueeze(1)).sum(-1)
+        return grad_table, None, grad_w
+
+
+class HashGridEncoding(nn.Module):
+    """Pure-PyTorch hash grid. Input (N, 3) in [0, 1]; output (N, n_levels * F)."""
+
+    def __init__(self, cfg: HashGridConfig, seed: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        scales, resolutions, sizes, dense = level_layout(cfg)
+        offsets = [0]
+        for s in sizes[:-1]:
+            offsets.append(offsets[-1] + s)
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int32), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        # Resolution grows with the level, so the densely indexed levels are a prefix.
+        self.n_dense = sum(dense)
+        self.register_buffer("dense_sizes", torch.tensor(sizes[: self.n_dense], dtype=torch.int32), persistent=False)
+        self.register_buffer("hash_masks", torch.tensor(sizes[self.n_dense :], dtype=torch.int32) - 1, persistent=False)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        table = (torch.rand(sum(sizes), cfg.n_features_per_level, generator=gen) * 2 - 1) * 1e-4
+        self.table = nn.Parameter(table)
+        self.register_buffer("_bits", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.output_dim
+
+    def corner_indices_and_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat table indices (N, L, 8) and trilinear weights (N, L, 8) for points (N, 3) in [0, 1].
+
+        Corner k = 4*bx + 2*by + bz (bits: low/high corner per axis), in the order broadcasting gives.
+        """
+        n, nd = x.shape[0], self.n_dense
+        pos = x.unsqueeze(1) * self.scales.view(1, -1, 1) + 0.5  # (N, L, 3)
+        grid = torch.floor(pos)
+        frac = pos - grid
+        wpair = torch.stack([1.0 - frac, frac], dim=-1)  # (N, L, 3, 2)
+        w = wpair[:, :, 0, :, None, None] * wpair[:, :, 1, None, :, None] * wpair[:, :, 2, None, None, :]
+        # int32 arithmetic: indices stay below 2^31, and the hash wraps modulo 2^32 as tinycudann's uint32.
+        corner = grid.detach().to(torch.int32).unsqueeze(-1) + self._bits  # (N, L, 3, 2)
+        idx = torch.empty(n, self.cfg.n_levels, 2, 2, 2, dtype=torch.int32, device=x.device)
+        if nd > 0:
+            res = self.resolutions[:nd].view(1, -1, 1, 1, 1)
+            c = corner[:, :nd]
+            dense = c[:, :, 0, :, None, None] + (c[:, :, 1, None, :, None] + c[:, :, 2, None, None, :] * res) * res
+            # The +1 corner of the last cell reaches `res`; tinycudann wraps such indices modulo the table.
+            idx[:, :nd] = torch.remainder(dense, self.dense_sizes.view(1, -1, 1, 1, 1))
+        if nd < self.cfg.n_levels:
+            c = corner[:, nd:]
+            h = c[:, :, 0, :, None, None] ^ (c[:, :, 1, None, :, None] * _PRIME1) ^ (c[:, :, 2, None, None, :] * _PRIME2)
+            idx[:, nd:] = h & self.hash_masks.view(1, -1, 1, 1, 1)
+        # int64 for the gather/scatter: CPU index kernels are several times slower on int32 indices.
+        idx = idx.view(n, self.cfg.n_levels, 8).long() + self.offsets.view(1, -1, 1)
+        return idx, w.reshape(n, self.cfg.n_levels, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        idx, w = self.corner_indices_and_weights(x.float())
+        out = _Interpolate.apply(self.table, idx.view(-1, 8), w.view(-1, 8))  # (N * L, F)
+        return out.view(n, self.output_dim)
+
+
+class TcnnHashGridEncoding(nn.Module):
+    """tinycudann's fused HashGrid (CUDA only); float32 output so the rest of the field is unchanged."""
+
+    def __init__(self, cfg: HashGridConfig, seed: int | None = None):
+        super().__init__()
+        import tinycudann as tcnn  # imported lazily: CUDA-only package
+
+        self.cfg = cfg
+        self.encoding = tcnn.Encoding(3, cfg.tcnn_dict(), seed=seed if seed is not None else 1337)
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoding(x).float()
+
+
+def make_encoding(cfg: HashGridConfig, device: torch.device | str = "cpu", backend: str = "auto", seed: int | None = None) -> nn.Module:
+    """The tinycudann encoding when it imports and the device is CUDA (backend 'auto'), else PyTorch."""
+    device = torch.device(device)
+    if backend not in ("auto", "torch", "tcnn"):
+        raise ConfigError(f"field.encoding_backend must be 'auto', 'torch' or 'tcnn', got {backend!r}")
+    use_tcnn = backend == "tcnn" or (backend == "auto" and device.type == "cuda" and tinycudann_available())
+    if use_tcnn:
+        if device.type != "cuda" or not tinycudann_available():
+            raise ConfigError("field.encoding_backend 'tcnn' needs CUDA and an installed tinycudann (see README)")
+        return TcnnHashGridEncoding(cfg, seed).to(device)
+    return HashGridEncoding(cfg, seed).to(device)

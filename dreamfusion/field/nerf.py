@@ -1,0 +1,154 @@
+"""The neural field: hash-grid features → density, albedo and predicted-normal heads.
+
+Density is `softplus(raw + blob(x))`: the blob is a fixed bias that makes the initial field a soft
+ball at the origin (DreamFusion's Gaussian or Magic3D's linear falloff), so the first renders show
+an object for the guidance to shape. `blob_scale` may be lowered during a run (a fading blob) so a
+dense core the prior wants hollow (a torus) can empty. Normals come three ways: analytic (minus the
+normalised density gradient, by autograd), central finite differences, or the predicted head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError, key_of, require_nonnegative, require_positive
+from .encoding import HashGridConfig, make_encoding
+
+NormalType = Literal["analytic", "finite_difference", "predicted"]
+
+
+@dataclass
+class FieldConfig:
+    encoding: HashGridConfig = field(default_factory=HashGridConfig)
+    encoding_backend: Literal["auto", "torch", "tcnn"] = "auto"
+    hidden_dim: int = 64
+    n_hidden_layers: int = 1
+    bound: float = 1.0  # the field lives in [-bound, bound]^3
+    blob: Literal["gaussian", "linear", "none"] = "gaussian"
+    # gaussian: blob_density * exp(-|x|^2 / (2 r^2)) (DreamFusion: 5, r = 0.2);
+    # linear: blob_density * (1 - |x| / r) (Magic3D: 10, r = 0.5).
+    blob_density: float = 10.0
+    blob_radius: float = 0.3
+    # Added everywhere before the softplus. Negative keeps the space outside the blob clear
+    # (softplus(0) = 0.69 would fill the box with fog).
+    density_bias: float = -5.0
+    normal_type: NormalType = "analytic"
+    finite_difference_eps: float = 1e-2
+
+    def validate(self, prefix: str = "") -> None:
+        require_positive(prefix, "hidden_dim", self.hidden_dim)
+        require_nonnegative(prefix, "n_hidden_layers", self.n_hidden_layers)
+        require_positive(prefix, "bound", self.bound)
+        require_positive(prefix, "blob_radius", self.blob_radius)
+        require_positive(prefix, "finite_difference_eps", self.finite_difference_eps)
+        if self.blob_density < 0:
+            raise ConfigError(f"{key_of(prefix, 'blob_density')} must be >= 0, got {self.blob_density}")
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, n_hidden_layers: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(n_hidden_layers):
+        layers += [nn.Linear(dim, hidden), nn.ReLU(inplace=True)]
+        dim = hidden
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class FieldOutput:
+    density: torch.Tensor  # (N,)
+    albedo: torch.Tensor  # (N, 3) in [0, 1]
+    normal: torch.Tensor | None = None  # (N, 3) unit, the configured normal type
+    predicted_normal: torch.Tensor | None = None  # (N, 3) unit, from the normal head
+
+
+class NeRFField(nn.Module):
+    def __init__(self, cfg: FieldConfig, device: torch.device | str = "cpu", seed: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoding = make_encoding(cfg.encoding, device, cfg.encoding_backend, seed)
+        if seed is not None:
+            torch.manual_seed(seed)  # the heads' default init draws from the global generator
+        feat = self.encoding.output_dim
+        self.trunk = mlp(feat, cfg.hidden_dim, cfg.hidden_dim, cfg.n_hidden_layers)
+        self.density_head = nn.Linear(cfg.hidden_dim, 1)
+        self.albedo_head = nn.Linear(cfg.hidden_dim, 3)
+        self.normal_head = nn.Linear(cfg.hidden_dim, 3)
+        self.blob_scale = 1.0  # multiplies the blob; a schedule may fade it during a run
+        self.to(device)
+
+    # ---- parameter groups (the optimizer gives the encoding its own learning rate) -------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "encoding": list(self.encoding.parameters()),
+            "network": list(self.trunk.parameters()) + list(self.density_head.parameters()) + list(self.albedo_head.parameters()),
+            "normal_head": list(self.normal_head.parameters()),
+        }
+
+    # ---- density -------------------------------------------------------------------------------
+    def blob(self, x: torch.Tensor) -> torch.Tensor:
+        """Density bias (N,) that shapes the initial field into a ball at the origin."""
+        cfg = self.cfg
+        if cfg.blob == "none" or self.blob_scale == 0.0:
+            return torch.zeros_like(x[:, 0])
+        if cfg.blob == "gaussian":
+            b = cfg.blob_density * torch.exp(-(x * x).sum(-1) / (2 * cfg.blob_radius**2))
+        else:
+            b = cfg.blob_density * (1 - x.norm(dim=-1) / cfg.blob_radius)
+        return self.blob_scale * b
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        unit = ((x / self.cfg.bound) * 0.5 + 0.5).clamp(0.0, 1.0)
+        return self.trunk(self.encoding(unit))
+
+    def density_from_features(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.density_head(h).squeeze(-1) + self.blob(x) + self.cfg.density_bias)
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """Density (N,) at world points x (N, 3)."""
+        return self.density_from_features(self.features(x), x)
+
+    # ---- normals ------------------------------------------------------------------------------
+    def finite_difference_normal(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.cfg.finite_difference_eps
+        offsets = torch.eye(3, device=x.device, dtype=x.dtype) * eps  # (3, 3)
+        pts = torch.cat([x[:, None, :] + offsets, x[:, None, :] - offsets], dim=1)  # (N, 6, 3)
+        d = self.density(pts.reshape(-1, 3)).view(-1, 6)
+        grad = (d[:, :3] - d[:, 3:]) / (2 * eps)
+        return -F.normalize(grad, dim=-1)
+
+    def forward(self, x: torch.Tensor, normals: NormalType | None = None) -> FieldOutput:
+        """Field values at world points x (N, 3). `normals` picks which normals to return (or none)."""
+        if normals == "analytic":
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True) if not x.requires_grad else x
+                h = self.features(x)
+                sigma = self.density_from_features(h, x)
+                # create_graph while training so losses on the normal train the field (2nd order).
+                grad = torch.autograd.grad(sigma.sum(), x, create_graph=torch.is_grad_enabled() and self.training)[0]
+            normal = -F.normalize(grad, dim=-1)
+        else:
+            h = self.features(x)
+            sigma = self.density_from_features(h, x)
+            normal = None
+        albedo = torch.sigmoid(self.albedo_head(h))
+        predicted = F.normalize(self.normal_head(h), dim=-1)
+        if normals == "finite_difference":
+            normal = self.finite_difference_normal(x)
+        elif normals == "predicted":
+            normal = predicted
+        return FieldOutput(sigma, albedo, normal, predicted)
+
+
+def normal_consistency_loss(weights: torch.Tensor, predicted: torch.Tensor, analytic: torch.Tensor) -> torch.Tensor:
+    """Ties the predicted normals to the analytic ones: sum_i w_i * |n_pred - sg(n)|^2, per ray mean.
+
+    weights (N,) from compositing (detached here so this term shapes normals, not opacity).
+    """
+    err = (predicted - analytic.detach()).square().sum(-1)
+    return (weights.detach() * err).sum() / weights.detach().sum().clamp_min(1e-6)

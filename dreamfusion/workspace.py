@@ -1,0 +1,75 @@
+"""A run's folder on disk and how to rebuild its scene from it.
+
+    WORKSPACE/
+      config.yaml            the fully resolved config (its scene sections rebuild the field)
+      checkpoints/last.pt    the latest checkpoint: {"scene": Scene.state_dict(), "step": int, ...}
+      checkpoints/step_N.pt  periodic checkpoints
+      validation/ metrics.jsonl mesh/ video/
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, atomic_write
+from .config import ConfigError, build, to_dict
+from .scene import Scene, SceneConfig, build_scene
+
+SCENE_SECTIONS = tuple(f.name for f in dataclasses.fields(SceneConfig))
+
+
+class Workspace:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    config_path = property(lambda self: self.root / "config.yaml")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last_checkpoint = property(lambda self: self.root / "checkpoints" / "last.pt")
+    mesh_dir = property(lambda self: self.root / "mesh")
+    video_dir = property(lambda self: self.root / "video")
+    validation_dir = property(lambda self: self.root / "validation")
+    metrics_path = property(lambda self: self.root / "metrics.jsonl")
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.root} is not a dreamfusion workspace: {self.config_path.name} is missing")
+        with open(self.config_path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.config_path} does not hold a config mapping")
+        return data
+
+    def write_config(self, data: dict[str, Any]) -> None:
+        text = yaml.safe_dump(data, sort_keys=False)
+        atomic_write(self.config_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+    def scene_config(self) -> SceneConfig:
+        data = self.read_config()
+        return build(SceneConfig, {k: v for k, v in data.items() if k in SCENE_SECTIONS})
+
+    def load_scene(self, device: torch.device | str = "cpu", checkpoint: str | Path | None = None) -> tuple[Scene, dict[str, Any]]:
+        """Rebuild the scene and load its weights from `checkpoint` (default: checkpoints/last.pt)."""
+        path = Path(checkpoint) if checkpoint is not None else self.last_checkpoint
+        if not path.is_file():
+            raise CheckpointError(f"{self.root} has no checkpoint ({path} is missing); run scripts/dream.py first")
+        scene = build_scene(self.scene_config(), device=device)
+        state = load_checkpoint(path, map_location=device)
+        try:
+            scene.load_state_dict(state["scene"])
+        except (KeyError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint {path} does not match the workspace config ({type(err).__name__})") from None
+        scene.field.eval()
+        return scene, state
+
+
+def save_scene_workspace(root: str | Path, scene: Scene, extra_config: dict[str, Any] | None = None, step: int = 0) -> Workspace:
+    """Write config.yaml and checkpoints/last.pt for `scene` (used by tests and the trainer)."""
+    ws = Workspace(root)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    ws.write_config({**to_dict(scene.cfg), **(extra_config or {})})
+    save_checkpoint(ws.last_checkpoint, {"scene": scene.state_dict(), "step": step})
+    return ws
