@@ -139,6 +139,7 @@ class VolumeRenderer(nn.Module):
         ambient: float,
         diffuse: float,
         normals: NormalType | None,
+        compute_normals: bool,
         generator: torch.Generator | None,
     ) -> dict[str, torch.Tensor]:
         n_rays = origins.shape[0]
@@ -149,7 +150,7 @@ class VolumeRenderer(nn.Module):
             ray_idx, t, deltas, dense = self._dense_samples(origins, dirs, jitter, generator)
         d = dirs[ray_idx]
         pts = origins[ray_idx] + t.unsqueeze(-1) * d
-        need_normals = normals is not None or shading != "albedo"
+        need_normals = compute_normals or shading != "albedo"
         out = self.field(pts, normals=(normals or self.field.cfg.normal_type) if need_normals else None)
         # Compositing weights per packed sample.
         if dense is not None:
@@ -194,7 +195,8 @@ class VolumeRenderer(nn.Module):
         light_positions: torch.Tensor | None = None,  # (B, 3); default: a light at each camera
         ambient: float = 0.1,
         diffuse: float = 0.9,
-        normals: NormalType | None = None,
+        normals: NormalType | None = None,  # which normals (default: the field's normal_type)
+        compute_normals: bool = True,  # False skips them (albedo shading only, no normal map)
         generator: torch.Generator | None = None,
     ) -> RenderOutput:
         b = cameras.batch_size
@@ -204,7 +206,7 @@ class VolumeRenderer(nn.Module):
         light_per_ray = None
         if light_positions is not None:
             light_per_ray = light_positions.view(b, 1, 3).expand(b, height * width, 3).reshape(-1, 3)
-        args = (shading, ambient, diffuse, normals, generator)
+        args = (shading, ambient, diffuse, normals, compute_normals, generator)
         if torch.is_grad_enabled() or o.shape[0] <= self.cfg.eval_chunk:
             res = self.render_rays(o, d, light_per_ray, *args)
         else:

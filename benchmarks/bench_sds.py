@@ -1,0 +1,114 @@
+"""Time one SDS step: render 64x64 -> resize -> (VAE encode) -> U-Net with CFG -> backward into the render.
+
+* CPU: the tiny latent and pixel pipelines (dreamfusion.guidance.tiny), saved and loaded through
+  `from_pretrained` like a real checkpoint. The latent one mirrors SD's shape at 1/4 scale: the
+  render is upsampled to 128, encoded to 32x32 latents.
+* CUDA (when present): a randomly initialised pipeline with Stable Diffusion 2.1-base's
+  architecture in fp16 (865M-parameter U-Net, 84M VAE; render upsampled to 512, 64x64 latents),
+  no download. Text embeddings are random: the text encoder is not part of a step.
+
+Prints human-readable lines, then as the last line one JSON object of the figures.
+Usage: python benchmarks/bench_sds.py [--runs 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dreamfusion.cameras import make_cameras
+from dreamfusion.guidance import GuidanceConfig, PromptEmbeddings, StableDiffusionGuidance, make_guidance
+from dreamfusion.guidance.tiny import save_tiny_latent_model, save_tiny_pixel_model
+
+
+def time_steps(guidance, batch: int, runs: int, device: torch.device, warmup: int = 2) -> list[float]:
+    """Milliseconds of each timed SDS step (forward + backward into the render)."""
+    g = torch.Generator().manual_seed(0)
+    cameras = make_cameras(torch.full((batch,), 15.0), torch.linspace(-180, 180, batch + 1)[:-1],
+                           torch.full((batch,), 2.0), torch.full((batch,), 50.0)).to(device)
+    times = []
+    for i in range(warmup + runs):
+        rgb = torch.rand(batch, 64, 64, 3, device=device, requires_grad=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = guidance(rgb, cameras, step=i, generator=g)
+        out.loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def sd21_base_random(device: torch.device) -> StableDiffusionGuidance:
+    """Stable Diffusion 2.1-base's U-Net and VAE, randomly initialised, fp16, on `device`."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        )
+    for module in (unet, vae):
+        module.half().eval().requires_grad_(False)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    cfg = GuidanceConfig(type="latent", model="random/sd-2-1-base", embedding_cache=None)
+    guidance = StableDiffusionGuidance(cfg, unet, vae, scheduler, device)
+    emb = torch.randn(6, 77, 1024, device=device, dtype=torch.float16)
+    guidance.embeddings = PromptEmbeddings(uncond=emb[0], plain=emb[1], views=emb[2:6])
+    return guidance
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+    cpu = torch.device("cpu")
+    figures: dict[str, object] = {"batch": args.batch, "runs": args.runs, "cpu_threads": torch.get_num_threads()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        latent_dir = save_tiny_latent_model(Path(tmp) / "latent", sample_size=32, vae_blocks=(8, 16, 16))
+        pixel_dir = save_tiny_pixel_model(Path(tmp) / "pixel", sample_size=64, camera=True)
+        for kind, folder in (("latent", latent_dir), ("pixel", pixel_dir)):
+            guidance = make_guidance(GuidanceConfig(type=kind, model=str(folder), embedding_cache=None), cpu)
+            guidance.prepare("a small wooden chair")
+            times = time_steps(guidance, args.batch, args.runs, cpu)
+            median = statistics.median(times)
+            figures[f"cpu_tiny_{kind}_ms"] = round(median, 2)
+            print(f"CPU tiny {kind:6s} pipeline (render 64 -> {guidance.resolution}): {median:8.2f} ms/step "
+                  f"(median of {args.runs}, min {min(times):.2f})")
+
+    figures.update(gpu_name=None, gpu_sd21_base_fp16_ms=None, gpu_peak_memory_gb=None)
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        guidance = sd21_base_random(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        times = time_steps(guidance, args.batch, args.runs, device, warmup=3)
+        median = statistics.median(times)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        figures.update(gpu_name=torch.cuda.get_device_name(device), gpu_sd21_base_fp16_ms=round(median, 2),
+                       gpu_peak_memory_gb=round(peak, 2))
+        print(f"GPU {figures['gpu_name']}: SD 2.1-base architecture fp16 (render 64 -> 512): "
+              f"{median:8.2f} ms/step, peak memory {peak:.2f} GiB")
+    else:
+        print("GPU: no CUDA device, SD 2.1-base figure skipped")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""What every guidance backend shares: loading, prompts and embeddings, and the call into SDS.
+
+A backend (latent.py, pixel.py) only says how a render becomes the prior's input x; everything
+else (timesteps, view prompts, Perp-Neg, camera features, CFG, w(t)) is here or in sds.py, so the
+two backends cannot drift apart.
+"""
+from __future__ import annotations
+
+import gc
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..cameras import Cameras
+from .camera_conditioning import camera_features, is_camera_conditioned
+from .config import GuidanceConfig
+from .loading import ModelInfo, ModelKind, encode_texts, inspect_model, load_scheduler, load_text_encoder, load_unet
+from .prompts import (
+    EmbeddingCache,
+    PromptEmbeddings,
+    embeddings_from_texts,
+    perp_neg_conditioning,
+    prompt_texts,
+    select_embeddings,
+)
+from .sds import SDSOutput, sample_timesteps, score_distillation
+
+TextLoader = Callable[[], tuple[Any, torch.nn.Module]]  # () -> (tokenizer, frozen text encoder on the device)
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size), bilinear; antialiased when shrinking so fine detail doesn't alias."""
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = x.shape[-2] > size or x.shape[-1] > size
+    return F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _sample_size(config: Any) -> int:
+    size = config.sample_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+class DiffusionGuidance:
+    """SDS guidance from a text-conditioned diffusion U-Net. See dreamfusion.guidance for the interface."""
+
+    kind: ClassVar[ModelKind]
+
+    def __init__(
+        self,
+        cfg: GuidanceConfig,
+        unet: torch.nn.Module,
+        scheduler: Any,
+        device: torch.device | str,
+        text_loader: TextLoader | None = None,
+        model_id: str | None = None,
+    ):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.unet = unet
+        self.dtype = next(unet.parameters()).dtype
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)  # (T,)
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = scheduler.config.prediction_type
+        self.camera_input = is_camera_conditioned(unet.config)  # the U-Net takes class_labels (B, 5)
+        self.model_id = model_id or cfg.model
+        self.cache = EmbeddingCache(cfg.embedding_cache)
+        self.embeddings: PromptEmbeddings | None = None
+        self.prompt: str | None = None
+        self._text_loader = text_loader
+        self._text: tuple[Any, torch.nn.Module] | None = None
+        self._optimize_memory(unet)
+
+    # ---- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def load_common(cls, cfg: GuidanceConfig, device: torch.device) -> tuple[ModelInfo, torch.dtype, torch.nn.Module, Any, TextLoader]:
+        """Inspect the model folder/id, then load the U-Net and scheduler; the text encoder loads lazily."""
+        info = inspect_model(cfg.model, cls.kind, cfg.cache_dir)
+        dtype = cfg.torch_dtype(device)
+        unet = load_unet(info, dtype, cfg.cache_dir).to(device)
+        scheduler = load_scheduler(info, cfg.cache_dir)
+
+        def text_loader() -> tuple[Any, torch.nn.Module]:
+            tokenizer, encoder = load_text_encoder(info, dtype, cfg.cache_dir)
+            return tokenizer, encoder.to(device)
+
+        return info, dtype, unet, scheduler, text_loader
+
+    def _optimize_memory(self, module: torch.nn.Module) -> None:
+        """CUDA memory options: sliced attention (else PyTorch's SDPA, diffusers' default) and channels_last."""
+        if self.device.type != "cuda":
+            return
+        if self.cfg.attention == "sliced" and hasattr(module, "set_attention_slice"):
+            module.set_attention_slice("auto")
+        if self.cfg.channels_last:
+            module.to(memory_format=torch.channels_last)
+
+    # ---- the interface -------------------------------------------------------------------------
+
+    @property
+    def resolution(self) -> int:
+        """Side of the square image the prior scores; renders are resized to it."""
+        raise NotImplementedError
+
+    @property
+    def uses_cameras(self) -> bool:
+        """True when the prior itself is conditioned on the camera (view prompts use the angles regardless)."""
+        return self.camera_input and self.cfg.camera_conditioning
+
+    def encode_render(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, H, W, 3) in [0, 1] -> the prior's input x (B, C, h, w), differentiable."""
+        raise NotImplementedError
+
+    def prepare(self, prompt: str, negative: str | None = None) -> PromptEmbeddings:
+        """Compute (or read from the cache) the embeddings of a prompt; None uses cfg.negative_prompt."""
+        negative = self.cfg.negative_prompt if negative is None else negative
+        texts = prompt_texts(prompt, negative)
+        encoded = self.cache.get_or_compute(self.model_id, texts, self._encode_texts)  # (6, L, D) CPU float32
+        self.embeddings = embeddings_from_texts(encoded.to(self.device, self.dtype))
+        self.prompt = prompt
+        if self.cfg.release_text_encoder:
+            self.release_text_encoder()
+        return self.embeddings
+
+    def __call__(
+        self,
+        rgb: torch.Tensor,
+        cameras: Cameras,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        *,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> SDSOutput:
+        """One SDS step on renders rgb (B, H, W, 3) seen from `cameras` (B); t/noise fix the draw (tests)."""
+        if self.embeddings is None:
+            raise RuntimeError("guidance.prepare(prompt) must be called before the first SDS step")
+        cfg, emb = self.cfg, self.embeddings
+        B = rgb.shape[0]
+        x = self.encode_render(rgb, generator)  # (B, C, h, w)
+        elevation, azimuth = cameras.elevation.to(self.device), cameras.azimuth.to(self.device)
+        if t is None:
+            t = sample_timesteps(B, self.num_train_timesteps, cfg.t_range, step, cfg.t_max_schedule, generator, self.device)
+        if cfg.perp_neg:
+            cond, weights = perp_neg_conditioning(
+                emb, elevation, azimuth, cfg.view_prompt,
+                cfg.perp_neg_weight, cfg.perp_neg_front_decay, cfg.perp_neg_side_decay,
+            )  # (3, B, L, D), (3, B)
+        else:
+            cond, weights = select_embeddings(emb, elevation, azimuth, cfg.view_prompt).unsqueeze(0), None  # (1, B, L, D)
+        uncond = emb.uncond.unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
+        labels = camera_features(elevation, azimuth, present=cfg.camera_conditioning) if self.camera_input else None
+        return score_distillation(
+            x, self.unet_fn, self.alphas_cumprod, uncond, cond, t.to(self.device), cfg.scale,
+            cond_weights=weights, class_labels=labels, weighting=cfg.weighting, grad_clip=cfg.grad_clip,
+            prediction_type=self.prediction_type, noise=noise, generator=generator,
+        )
+
+    # ---- pieces ------------------------------------------------------------------------------
+
+    def unet_fn(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The U-Net on a batch: x_t (N, C, h, w), t (N,), emb (N, L, D), labels (N, 5) | None -> (N, C', h, w)."""
+        kwargs = {} if labels is None else {"class_labels": labels.to(self.dtype)}
+        return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype), **kwargs).sample
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        if self._text is None:
+            if self._text_loader is None:
+                raise RuntimeError("this guidance was built without a text encoder; set guidance.embeddings directly")
+            self._text = self._text_loader()
+        tokenizer, encoder = self._text
+        return encode_texts(tokenizer, encoder, texts)  # (N, L, D)
+
+    def release_text_encoder(self) -> None:
+        """Free the text encoder (T5-XXL is ~10 GB in fp16); it is reloaded if a new prompt needs it."""
+        if self._text is None:
+            return
+        self._text = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """Every network of the prior currently loaded (for checks that none of them is trained)."""
+        modules = [self.unet]
+        if self._text is not None:
+            modules.append(self._text[1])
+        return modules

@@ -1,0 +1,219 @@
+"""Score distillation sampling (SDS): THE math, shared by every guidance backend.
+
+DreamFusion (arXiv 2209.14988, eq. 3): for an image x = g(theta) the prior does not score,
+
+    grad_theta L_SDS = E_{t, eps} [ w(t) (eps_hat(x_t; y, t) - eps) dx/dtheta ],
+    x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps,
+
+where eps_hat is the classifier-free-guided noise prediction. The U-Net Jacobian is dropped, so the
+U-Net runs under `no_grad` and the gradient is injected into x through the surrogate
+
+    loss = 0.5 * || x - stopgrad(x - grad) ||^2 / B,      d loss / dx = grad / B.
+
+A backend only has to turn the render into x (a VAE latent, or resized pixels in [-1, 1]) and
+provide a `UNetFn`; timesteps, noising, CFG (plain or Perp-Neg), w(t), clipping and the loss live
+here, once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+import torch
+
+Weighting = Literal["sds", "uniform", "fantasia3d"]
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+
+# (x_t (N, C, h, w), t (N,) long, text embeddings (N, L, D), class labels (N, F) or None) -> model output (N, C', h, w)
+UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class SDSOutput:
+    """What one SDS step returns: the loss to add, plus diagnostics for logging."""
+
+    loss: torch.Tensor  # () differentiable surrogate; its gradient w.r.t. x is grad / B
+    t: torch.Tensor  # (B,) long, the sampled timesteps
+    t_frac: torch.Tensor  # (B,) float, t / num_train_timesteps
+    grad_norm: torch.Tensor  # () L2 norm of the injected gradient (after weighting and clipping)
+    weight: torch.Tensor  # (B,) w(t)
+    grad: torch.Tensor  # (B, C, h, w) detached injected gradient, in the prior's space (latent or pixels)
+    nonfinite: torch.Tensor  # () long, entries of the gradient that were NaN/inf and were zeroed
+
+
+# ---- timesteps ---------------------------------------------------------------------------------
+
+def t_max_at(step: int, t_max: float, schedule: tuple[float, int] | None) -> float:
+    """t_max lowered linearly from `t_max` to `schedule[0]` over `schedule[1]` steps (then held).
+
+    Large t shapes coarse geometry, small t refines detail; lowering t_max late in a run (as
+    DreamTime and threestudio's annealing do) stops high-noise updates from undoing detail.
+    """
+    if schedule is None:
+        return t_max
+    final, steps = schedule
+    frac = min(max(step, 0) / max(steps, 1), 1.0)
+    return t_max + (final - t_max) * frac
+
+
+def sample_timesteps(
+    batch: int,
+    num_train_timesteps: int,
+    t_range: tuple[float, float],
+    step: int = 0,
+    schedule: tuple[float, int] | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """t ~ U{round(T t_min), ..., round(T t_max(step))}, one per sample: (B,) long on `device`."""
+    t_min = t_range[0]
+    t_max = max(t_max_at(step, t_range[1], schedule), t_min)
+    lo = min(int(round(num_train_timesteps * t_min)), num_train_timesteps - 1)
+    hi = min(max(int(round(num_train_timesteps * t_max)), lo), num_train_timesteps - 1)
+    gen_device = generator.device if generator is not None else device
+    t = torch.randint(lo, hi + 1, (batch,), generator=generator, device=gen_device)
+    return t.to(device)
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian noise shaped like x, drawn on the generator's device (a CPU generator works for CUDA x)."""
+    gen_device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x.device, x.dtype)
+
+
+# ---- pieces of the formula ---------------------------------------------------------------------
+
+def sds_weight(alpha_bar: torch.Tensor, weighting: Weighting) -> torch.Tensor:
+    """w(t) per sample (B,): `sds` = 1 - alpha_bar (= sigma_t^2, DreamFusion / stable-dreamfusion),
+    `uniform` = 1, `fantasia3d` = sqrt(alpha_bar) (1 - alpha_bar) (threestudio's name)."""
+    if weighting == "sds":
+        return 1.0 - alpha_bar
+    if weighting == "uniform":
+        return torch.ones_like(alpha_bar)
+    if weighting == "fantasia3d":
+        return alpha_bar.sqrt() * (1.0 - alpha_bar)
+    raise ValueError(f"unknown SDS weighting {weighting!r}; use 'sds', 'uniform' or 'fantasia3d'")
+
+
+def to_epsilon(pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: PredictionType) -> torch.Tensor:
+    """Convert a model output to a noise prediction, so v-prediction checkpoints (SD 2.x 768) work too.
+
+    pred, x_t: (N, C, h, w); alpha_bar: (N,). A learned-variance output (IF: 2C channels) keeps its first C.
+    """
+    if pred.shape[1] == 2 * x_t.shape[1]:
+        pred = pred[:, : x_t.shape[1]]
+    if prediction_type == "epsilon":
+        return pred
+    a = alpha_bar.view(-1, 1, 1, 1).to(pred.dtype)
+    if prediction_type == "v_prediction":
+        return a.sqrt() * pred + (1.0 - a).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - a.sqrt() * pred) / (1.0 - a).sqrt()
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def perpendicular(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample component of x orthogonal to y (both (B, ...)), as Perp-Neg uses."""
+    dims = tuple(range(1, x.dim()))
+    coef = (x * y).sum(dims, keepdim=True) / (y * y).sum(dims, keepdim=True).clamp_min(1e-6)
+    return x - coef * y
+
+
+def guided_noise(
+    eps_uncond: torch.Tensor,
+    eps_cond: torch.Tensor,
+    guidance_scale: float,
+    cond_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Classifier-free guidance, plain or Perp-Neg (arXiv 2304.04968), in one formula.
+
+    eps_uncond: (B, C, h, w); eps_cond: (K, B, C, h, w), the first of the K prompts is the main
+    positive one; cond_weights: (K, B) or None (plain CFG, K = 1).
+
+        eps_hat = eps_u + s * ( w_0 d_0 + sum_{k>0} w_k perp(d_k, d_0) ),   d_k = eps_k - eps_u
+
+    With K = 1 and w_0 = 1 this is eps_u + s (eps_c - eps_u). Perp-Neg's negative w_k push the
+    sample away from the other views' prompts only along directions that don't fight the main one.
+    """
+    delta = eps_cond - eps_uncond.unsqueeze(0)  # (K, B, C, h, w)
+    if cond_weights is None:
+        if delta.shape[0] != 1:
+            raise ValueError("several conditional predictions need cond_weights (Perp-Neg)")
+        return eps_uncond + guidance_scale * delta[0]
+    w = cond_weights.to(delta.dtype).view(*cond_weights.shape, 1, 1, 1)  # (K, B, 1, 1, 1)
+    main = delta[0]
+    guided = w[0] * main
+    for k in range(1, delta.shape[0]):
+        guided = guided + w[k] * perpendicular(delta[k], main)
+    return eps_uncond + guidance_scale * guided
+
+
+def sds_surrogate_loss(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """0.5 ||x - stopgrad(x - grad)||^2 / B: a scalar whose gradient w.r.t. x is exactly grad / B."""
+    x = x.float()
+    target = (x - grad.float()).detach()
+    return 0.5 * ((x - target) ** 2).sum() / x.shape[0]
+
+
+# ---- the SDS step --------------------------------------------------------------------------------
+
+def score_distillation(
+    x: torch.Tensor,
+    unet_fn: UNetFn,
+    alphas_cumprod: torch.Tensor,
+    uncond_embeddings: torch.Tensor,
+    cond_embeddings: torch.Tensor,
+    t: torch.Tensor,
+    guidance_scale: float,
+    cond_weights: torch.Tensor | None = None,
+    class_labels: torch.Tensor | None = None,
+    weighting: Weighting = "sds",
+    grad_clip: float | None = None,
+    prediction_type: PredictionType = "epsilon",
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> SDSOutput:
+    """One SDS step on x (B, C, h, w), which carries the gradient back to the render.
+
+    uncond_embeddings: (B, L, D) (negative prompt or empty text); cond_embeddings: (K, B, L, D);
+    t: (B,) long; class_labels: (B, F) camera features or None, given to every branch;
+    noise: (B, C, h, w) or None to draw it from `generator`.
+    The U-Net runs once on the batch [uncond, cond_1 .. cond_K] of (1 + K) B samples, without grad.
+    """
+    B = x.shape[0]
+    K = cond_embeddings.shape[0]
+    alphas_cumprod = alphas_cumprod.to(x.device)
+    alpha_bar = alphas_cumprod[t].float()  # (B,)
+    if noise is None:
+        noise = randn_like(x, generator)
+    with torch.no_grad():
+        a = alpha_bar.view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x.detach().float() + (1.0 - a).sqrt() * noise.float()  # (B, C, h, w)
+        n = 1 + K
+        x_in = x_t.to(x.dtype).repeat(n, 1, 1, 1)  # ((1+K) B, C, h, w)
+        t_in = t.repeat(n)
+        emb = torch.cat([uncond_embeddings.unsqueeze(0), cond_embeddings], dim=0).flatten(0, 1)  # ((1+K) B, L, D)
+        labels = class_labels.repeat(n, 1) if class_labels is not None else None
+        pred = unet_fn(x_in, t_in, emb, labels)
+        eps = to_epsilon(pred.float(), x_t.repeat(n, 1, 1, 1), alpha_bar.repeat(n), prediction_type)
+        eps = eps.view(n, B, *eps.shape[1:])
+        eps_hat = guided_noise(eps[0], eps[1:], guidance_scale, cond_weights)  # (B, C, h, w)
+
+        weight = sds_weight(alpha_bar, weighting)  # (B,)
+        grad = weight.view(-1, 1, 1, 1) * (eps_hat - noise.float())
+        if grad_clip is not None:
+            grad = grad.clamp(-grad_clip, grad_clip)
+        nonfinite = (~torch.isfinite(grad)).sum()  # stays on the device: no sync per step
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # never let NaN/inf reach the field
+    loss = sds_surrogate_loss(x, grad)
+    num_train = alphas_cumprod.shape[0]
+    return SDSOutput(
+        loss=loss,
+        t=t,
+        t_frac=t.float() / num_train,
+        grad_norm=grad.norm().detach(),
+        weight=weight.detach(),
+        grad=grad.detach(),
+        nonfinite=nonfinite,
+    )
+

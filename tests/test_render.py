@@ -1,0 +1,131 @@
+import math
+
+import torch
+
+from dreamfusion.cameras import CameraConfig, make_cameras, sample_cameras
+from dreamfusion.field.encoding import HashGridConfig
+from dreamfusion.field.nerf import FieldConfig, NeRFField, normal_consistency_loss
+from dreamfusion.render.background import Background, BackgroundConfig
+from dreamfusion.render.occupancy import OccupancyConfig
+from dreamfusion.render.renderer import RenderConfig, VolumeRenderer
+from dreamfusion.render.shading import LightConfig, sample_lights, shade
+from dreamfusion.render.volume import compositing_weights
+
+from analytic_fields import AnalyticField, slab, soft_sphere
+
+SMALL_GRID = HashGridConfig(n_levels=6, log2_hashmap_size=14, base_resolution=8, per_level_scale=1.6)
+
+
+def camera_on_x(distance=2.0, fovy=10.0):
+    t = lambda v: torch.tensor([float(v)])  # noqa: E731
+    return make_cameras(t(0.0), t(0.0), t(distance), t(fovy))
+
+
+def dense_renderer(field, n_samples, bg=(0.0, 0.0, 0.0)):
+    cfg = RenderConfig(n_samples=n_samples, occupancy=OccupancyConfig(enabled=False), early_stop_transmittance=0.0)
+    r = VolumeRenderer(field, Background(BackgroundConfig(type="solid", color=bg)), cfg)
+    return r.eval()
+
+
+def test_compositing_weights_closed_form():
+    sigma = torch.full((1, 100), 3.0)
+    deltas = torch.full((1, 100), 0.01)
+    w = compositing_weights(sigma, deltas)
+    assert torch.allclose(w.sum(), torch.tensor(1 - math.exp(-3.0)), atol=1e-5)
+    # weights of a constant medium decay geometrically
+    assert torch.allclose(w[0, 1:] / w[0, :-1], torch.full((99,), math.exp(-0.03)), atol=1e-5)
+
+
+def test_constant_density_slab_opacity():
+    for sigma, width in [(2.0, 0.5), (6.0, 0.25)]:
+        r = dense_renderer(AnalyticField(slab(sigma, width / 2)), n_samples=512)
+        out = r(camera_on_x(), 4, 4)
+        expected = 1 - math.exp(-sigma * width)
+        # rays within the 10° field of view cross the slab at most 0.4% obliquely
+        assert torch.allclose(out.opacity, torch.full_like(out.opacity, expected), atol=5e-3)
+
+
+def test_thin_shell_depth_and_colour():
+    field = AnalyticField(soft_sphere(0.5, sharpness=400.0), lambda x: torch.tensor([0.2, 0.6, 0.9]).expand_as(x))
+    r = dense_renderer(field, n_samples=1024, bg=(1.0, 1.0, 1.0))
+    out = r(camera_on_x(2.0, fovy=2.0), 2, 2)
+    assert torch.allclose(out.opacity, torch.ones_like(out.opacity), atol=1e-3)
+    assert torch.allclose(out.depth, torch.full_like(out.depth, 1.5), atol=5e-3)  # camera at 2, surface at 0.5
+    assert torch.allclose(out.rgb, torch.tensor([0.2, 0.6, 0.9]).expand_as(out.rgb), atol=2e-3)
+    # the normal map at the front of the sphere points back at the camera (+x)
+    assert (out.normal[..., 0] > 0.99).all()
+
+
+def test_empty_rays_show_background():
+    field = AnalyticField(soft_sphere(0.3))
+    r = dense_renderer(field, n_samples=64, bg=(0.1, 0.2, 0.3))
+    cam = make_cameras(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([90.0]))
+    out = r(cam, 16, 16)
+    corner = out.rgb[0, 0, 0]
+    assert torch.allclose(corner, torch.tensor([0.1, 0.2, 0.3]), atol=1e-4)
+    assert out.opacity[0, 0, 0] < 1e-4 and out.opacity[0, 8, 8] > 0.99
+
+
+def test_occupancy_grid_prunes_without_changing_the_image():
+    field = AnalyticField(soft_sphere(0.4))
+    full = dense_renderer(field, 128)
+    cfg = RenderConfig(n_samples=128, occupancy=OccupancyConfig(resolution=32, warmup_steps=10))
+    pruned = VolumeRenderer(field, Background(BackgroundConfig(type="solid", color=(0.0, 0.0, 0.0))), cfg).eval()
+    pruned.update_occupancy(step=0)
+    frac = pruned.occupancy.occupied_fraction()
+    assert 0.02 < frac < 0.2  # the ball covers ~3% of the box, plus the dilation margin
+    cams = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(0))
+    a, b = full(cams, 24, 24), pruned(cams, 24, 24)
+    assert (a.opacity - b.opacity).abs().max() < 1e-3
+    assert b.weights.numel() < 0.25 * a.weights.numel()
+
+
+def test_analytic_normals_of_a_sphere_point_outward():
+    field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)
+    x = torch.nn.functional.normalize(torch.randn(256, 3), dim=-1) * 0.3
+    for kind in ("analytic", "finite_difference"):
+        n = field(x, normals=kind).normal
+        cos = (n * torch.nn.functional.normalize(x, dim=-1)).sum(-1)
+        assert cos.min() > 0.9, kind
+
+
+def test_shading_modes():
+    albedo = torch.tensor([[0.5, 0.2, 1.0]])
+    n = torch.tensor([[0.0, 0.0, 1.0]])
+    p = torch.zeros(1, 3)
+    light = torch.tensor([[0.0, 0.0, 2.0]])
+    assert torch.allclose(shade("albedo", albedo, n, p, light, 0.1, 0.9), albedo)
+    assert torch.allclose(shade("lambertian", albedo, n, p, light, 0.1, 0.9), albedo)  # facing the light
+    assert torch.allclose(shade("textureless", albedo, -n, p, light, 0.1, 0.9), torch.full((1, 3), 0.1))  # facing away
+    lights = sample_lights(LightConfig(position_perturb=0.0), torch.tensor([[3.0, 0.0, 0.0]]))
+    assert lights[0, 1:].abs().max() < 1e-6 and 0.8 <= lights[0, 0] <= 1.5
+
+
+def test_gradients_reach_every_parameter_group():
+    torch.manual_seed(0)
+    field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)
+    bg = Background(BackgroundConfig(type="mlp"))
+    r = VolumeRenderer(field, bg, RenderConfig(n_samples=32)).train()
+    cams = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(0))
+    out = r(cams, 16, 16, shading="lambertian", light_positions=sample_lights(LightConfig(), cams.position))
+    loss = out.rgb.square().mean() + normal_consistency_loss(out.weights, out.sample_predicted_normals, out.sample_normals)
+    loss.backward()
+    for name, params in {**field.parameter_groups(), "background": list(bg.parameters())}.items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
+
+
+def test_predicted_normal_loss_decreases_when_trained_alone():
+    torch.manual_seed(0)
+    field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)
+    x = torch.nn.functional.normalize(torch.randn(2048, 3), dim=-1) * 0.3
+    w = torch.ones(2048)
+    opt = torch.optim.Adam(field.parameters(), lr=1e-2)  # only this loss drives the update
+    losses = []
+    for _ in range(60):
+        out = field(x, normals="analytic")
+        loss = normal_consistency_loss(w, out.predicted_normal, out.normal)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
