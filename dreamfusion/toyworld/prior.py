@@ -1,0 +1,71 @@
+"""The bundled prior: a small camera-aware text-to-image diffusion model of the toy world.
+
+Diffusers format (unet/, scheduler/, text_encoder/ CLIPTextModel, tokenizer/), loaded by the same
+pixel-space adapter as DeepFloyd IF. The tokenizer is a CLIP BPE tokenizer whose merges spell out
+each toy-world word, so known words are single tokens and unknown text still tokenizes.
+The U-Net adds camera features (guidance/camera_conditioning.py) to its time embedding through
+diffusers' "projection" class embedding, as MVDream does; they are zeroed at random in training
+so the same weights also work text-only.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from ..guidance.camera_conditioning import CAMERA_FEATURE_DIM
+from .vocabulary import vocabulary
+
+MAX_TOKENS = 16
+TEXT_DIM = 64
+
+
+def word_tokenizer():
+    """CLIPTokenizer with one token per toy-world word (plus characters as a fallback)."""
+    from transformers import CLIPTokenizer
+
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789,.-'!?"))
+    vocab: dict[str, int] = {}
+    for tok in ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]:
+        vocab.setdefault(tok, len(vocab))
+    merges: list[str] = []
+    for word in vocabulary():
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merged = pieces[0] + pieces[1]
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            vocab.setdefault(merged, len(vocab))
+            pieces = [merged] + pieces[2:]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=MAX_TOKENS)
+
+
+def text_encoder(vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=TEXT_DIM, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+
+
+def unet(resolution: int = 32):
+    """~1.5M parameters: channels 32/64/64, cross-attention only at 8x8 and the middle (CPU time)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=resolution, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(32, 64, 64), norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM, attention_head_dim=8,
+        class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_FEATURE_DIM,
+    )
+
+
+def scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=True)

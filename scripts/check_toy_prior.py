@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Sample the bundled prior for every caption and classify the samples (shape and colour).
+
+    python scripts/check_toy_prior.py [--prior assets/toy_prior] [--seeds 4] [--guidance 5] [--grid PNG]
+Last line: one JSON object with the accuracies and the confusion counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dreamfusion.cameras import sample_cameras  # noqa: E402
+from dreamfusion.cli.errors import run_cli  # noqa: E402
+from dreamfusion.guidance.camera_conditioning import camera_features  # noqa: E402
+from dreamfusion.guidance.loading import encode_texts  # noqa: E402
+from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape  # noqa: E402
+from dreamfusion.toyworld.dataset import TOY_CAMERAS  # noqa: E402
+from dreamfusion.toyworld.vocabulary import ALL_SHAPES, COLOURS, caption  # noqa: E402
+
+
+@torch.no_grad()
+def sample(prior: Path, captions: list[str], cams, guidance: float, steps: int, seed: int) -> torch.Tensor:
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = UNet2DConditionModel.from_pretrained(str(prior / "unet")).eval()
+    tok = CLIPTokenizer.from_pretrained(str(prior / "tokenizer"))
+    enc = CLIPTextModel.from_pretrained(str(prior / "text_encoder")).eval()
+    sched = DDIMScheduler.from_pretrained(str(prior / "scheduler"))
+    sched.set_timesteps(steps)
+    cond = encode_texts(tok, enc, captions)
+    uncond = encode_texts(tok, enc, [""]).expand_as(cond)
+    cam = camera_features(cams.elevation, cams.azimuth, True)
+    res = unet.config.sample_size
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(captions), 3, res, res, generator=gen)
+    for t in sched.timesteps:
+        eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond]), class_labels=torch.cat([cam, cam])).sample
+        eu, ec = eps.chunk(2)
+        x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
+    return (x.clamp(-1, 1) + 1) / 2  # (B, 3, R, R)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prior", default="assets/toy_prior")
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--grid", default=None, help="write a PNG grid of the samples here")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]
+    captions, wanted = [], []
+    for s, c in classes:
+        for _ in range(args.seeds):
+            captions.append(caption(c, s))
+            wanted.append((s, c))
+    cams = sample_cameras(TOY_CAMERAS, len(captions), torch.Generator().manual_seed(7))
+    full_captions = [f"{t}, {lab} view" for t, lab in zip(captions, cams.view_labels())]
+    imgs = sample(Path(args.prior), full_captions, cams, args.guidance, args.steps, seed=0).permute(0, 2, 3, 1)
+    mask = foreground(imgs)
+    colours = classify_colour(imgs, mask)
+    shapes = SilhouetteBank(resolution=imgs.shape[1]).classify(mask)
+    shape_ok = [same_shape(ps, ws) for ps, (ws, _) in zip(shapes, wanted)]
+    colour_ok = [pc == wc for pc, (_, wc) in zip(colours, wanted)]
+    confusion = Counter(f"{ws}->{ps}" for ps, (ws, _) in zip(shapes, wanted) if not same_shape(ps, ws))
+    colour_conf = Counter(f"{wc}->{pc}" for pc, (_, wc) in zip(colours, wanted) if pc != wc)
+    for s in ALL_SHAPES:
+        idx = [i for i, (ws, _) in enumerate(wanted) if ws == s]
+        print(f"{s:12s} shape {np.mean([shape_ok[i] for i in idx]):.2f}  colour {np.mean([colour_ok[i] for i in idx]):.2f}")
+    if args.grid:
+        import imageio.v3 as iio
+
+        rows = (imgs.numpy() * 255).astype(np.uint8).reshape(len(classes), args.seeds, *imgs.shape[1:])
+        grid = np.concatenate([np.concatenate(list(r), 1) for r in rows.reshape(len(ALL_SHAPES), -1, *imgs.shape[1:])], 0)
+        iio.imwrite(args.grid, grid)
+    result = {"shape_accuracy": float(np.mean(shape_ok)), "colour_accuracy": float(np.mean(colour_ok)),
+              "samples": len(captions), "guidance": args.guidance, "shape_errors": dict(confusion), "colour_errors": dict(colour_conf)}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="check_toy_prior"))

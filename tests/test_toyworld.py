@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamfusion.cameras import make_cameras, sample_cameras
+from dreamfusion.render.shading import LightConfig
+from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape
+from dreamfusion.toyworld.dataset import TOY_CAMERAS, make_dataset
+from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object
+from dreamfusion.toyworld.train_prior import PriorTrainConfig, train_prior
+from dreamfusion.toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES, vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+PRIOR = REPO / "assets" / "toy_prior"
+
+
+def test_generator_is_deterministic_for_a_seed():
+    a = make_dataset(2, 16, seed=5, progress=False)
+    b = make_dataset(2, 16, seed=5, progress=False)
+    c = make_dataset(2, 16, seed=6, progress=False)
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert not torch.equal(a.images, c.images)
+
+
+def test_captions_match_what_was_drawn():
+    data = make_dataset(2, 32, seed=0, progress=False)
+    imgs = (data.images.permute(0, 2, 3, 1) + 1) / 2
+    mask = foreground(imgs)
+    colours = classify_colour(imgs, mask)
+    shapes = SilhouetteBank(resolution=32, views_per_shape=40).classify(mask)
+    names, palette = list(ALL_SHAPES), list(COLOURS)
+    colour_ok = shape_ok = 0
+    for i, text in enumerate(data.captions):
+        shape, colour = names[data.shape_index[i]], palette[data.colour_index[i]]
+        assert text.startswith(f"a {colour} {shape}, ") and text.endswith(" view")
+        colour_ok += colours[i] == colour
+        shape_ok += same_shape(shapes[i], shape)
+    n = len(data.captions)
+    assert colour_ok / n > 0.9 and shape_ok / n > 0.8, (colour_ok / n, shape_ok / n)
+
+
+def test_marked_cube_shows_its_mark_only_from_the_front():
+    t = lambda v: torch.tensor([float(v)])  # noqa: E731
+    imgs = []
+    for az in (0.0, 180.0):
+        cam = make_cameras(t(10.0), t(az), t(1.8), t(45.0))
+        img, _ = render_object("marked cube", "red", cam, ToyRenderConfig(lambertian_prob=0.0), LightConfig(), torch.Generator().manual_seed(0))
+        imgs.append(img[0])
+    whiteness = [(im.amin(-1) > 0.9).float().mean().item() for im in imgs]
+    assert whiteness[0] > 0.05 and whiteness[1] < 0.01
+
+
+def test_vocabulary_lists_every_caption_word():
+    words = set(vocabulary())
+    assert {"a", "view", "front", "overhead"} <= words
+    assert set(COLOURS) <= words and set(SHAPES) <= words
+
+
+def test_smoke_training_reduces_loss(tmp_path):
+    cfg = PriorTrainConfig(steps=16, batch_size=8, n_per_class=1, warmup=4, checkpoint_every=8, lr=2e-3)
+    info = train_prior(tmp_path / "prior", cfg, progress=False)
+    assert info["final_loss"] < info["first_loss"]
+    for sub in ("unet", "text_encoder", "tokenizer", "scheduler"):
+        assert (tmp_path / "prior" / sub).is_dir()
+    # resumable: asking for more steps continues from the saved state
+    cfg.steps = 20
+    assert train_prior(tmp_path / "prior", cfg, progress=False)["steps"] == 20
+
+
+@pytest.mark.skipif(not (PRIOR / "unet").is_dir(), reason="bundled prior not present")
+def test_shipped_prior_loads_offline_and_gives_finite_sds(monkeypatch):
+    from dreamfusion.guidance import GuidanceConfig, make_guidance
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    guidance = make_guidance(GuidanceConfig(type="pixel", model=str(PRIOR), embedding_cache=None, guidance_scale=5.0), "cpu")
+    guidance.prepare("a red cube")
+    cams = sample_cameras(TOY_CAMERAS, 2, torch.Generator().manual_seed(0))
+    rgb = torch.rand(2, 64, 64, 3, requires_grad=True)
+    out = guidance(rgb, cams, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    total = sum(f.stat().st_size for f in PRIOR.rglob("*") if f.is_file() and f.name != "train_state.pt")
+    assert total < 30 * 2**20
