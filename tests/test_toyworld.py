@@ -58,7 +58,7 @@ def test_vocabulary_lists_every_caption_word():
 
 
 def test_smoke_training_reduces_loss(tmp_path):
-    cfg = PriorTrainConfig(steps=16, batch_size=8, n_per_class=1, warmup=4, checkpoint_every=8, lr=2e-3)
+    cfg = PriorTrainConfig(steps=16, batch_size=8, n_per_class=1, warmup=2, checkpoint_every=8, lr=3e-3)
     info = train_prior(tmp_path / "prior", cfg, progress=False)
     assert info["final_loss"] < info["first_loss"]
     for sub in ("unet", "text_encoder", "tokenizer", "scheduler"):

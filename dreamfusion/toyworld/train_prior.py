@@ -118,9 +118,10 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     ema["encoder"].save_pretrained(str(out / "text_encoder"))
     tokenizer.save_pretrained(str(out / "tokenizer"))
     sched.save_pretrained(str(out / "scheduler"))
+    k = max(1, min(100, len(losses) // 4))  # mean over the first and last quarter (at most 100 steps)
     info = {
-        "steps": step, "train_seconds": round(elapsed, 1), "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:])),
-        "first_loss": sum(losses[:20]) / max(1, len(losses[:20])), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "steps": step, "train_seconds": round(elapsed, 1), "final_loss": sum(losses[-k:]) / k,
+        "first_loss": sum(losses[:k]) / k, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "config": asdict(cfg), "vocabulary": vocabulary(),
     }
     (out / "training_info.json").write_text(json.dumps(info, indent=1))
