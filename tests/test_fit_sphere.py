@@ -76,4 +76,5 @@ def test_field_fits_an_analytic_sphere_quickly():
     print(f"fit: iou={iou:.3f} colour_err={colour_err:.4f} train={elapsed:.1f}s")
     assert iou > 0.9, iou
     assert colour_err < 0.05, colour_err
-    assert elapsed < 60, elapsed
+    # ~30 s on a quiet 2-core machine; the bound only catches gross slow-downs on a shared one
+    assert elapsed < 120, elapsed
