@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from dreamfusion.cameras import generate_rays, turntable
 from dreamfusion.config import ConfigError, build

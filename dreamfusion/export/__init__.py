@@ -1,0 +1,214 @@
+"""Export a trained field: textured mesh files (mesh.py, texture.py) and turntable videos (video.py).
+
+`export_mesh(field, out_dir, ExportConfig(...))` runs the whole pipeline: density grid →
+marching cubes at an automatic (or given) iso-level → floater removal → optional decimation →
+vertex normals → charts packed by xatlas → albedo texture baked on CPU → model.obj + model.mtl +
+albedo.png, model.glb, model.ply (vertex colours) and export.json, each written atomically and
+only after every step has succeeded, so a failure leaves no partial files.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field as dc_field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import trimesh
+
+from ..checkpoint import atomic_write
+from .mesh import ExportError, evaluate_points, extract_mesh, field_device
+from .texture import UVMesh, bake_albedo_texture
+
+FORMATS = ("obj", "glb", "ply")
+UP_AXES = ("z", "y")
+
+__all__ = [
+    "ExportConfig",
+    "ExportError",
+    "ExportResult",
+    "FORMATS",
+    "export_mesh",
+    "load_exported_mesh",
+    "to_up_axis",
+]
+
+
+@dataclass
+class ExportConfig:
+    resolution: int = 256  # marching-cubes grid points per axis
+    threshold: float | None = None  # density iso-level; None = automatic (mesh.auto_level)
+    texture_size: int = 1024
+    formats: tuple[str, ...] = FORMATS
+    decimate: int | None = None  # target face count
+    up: Literal["z", "y"] = "z"  # "y": +y up and the front (+x) toward +z, as glTF viewers expect
+    min_component_ratio: float = 0.05  # floaters: components with less area than this x the largest
+    chunk: int = 65536  # points per field call
+
+    def validate(self) -> None:
+        if self.resolution < 8:
+            raise ExportError(f"--resolution must be at least 8, got {self.resolution}")
+        if self.texture_size < 8:
+            raise ExportError(f"--texture-size must be at least 8, got {self.texture_size}")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise ExportError(f"--formats must be a comma-separated subset of {','.join(FORMATS)}, got {','.join(self.formats)}")
+        if self.up not in UP_AXES:
+            raise ExportError(f"--up must be z or y, got {self.up}")
+        if self.decimate is not None and self.decimate < 4:
+            raise ExportError(f"--decimate must be at least 4 faces, got {self.decimate}")
+
+
+@dataclass
+class ExportResult:
+    files: list[Path]
+    level: float
+    n_vertices: int  # of the welded mesh (ply); the textured mesh has extra seam vertices
+    n_faces: int
+    n_charts: int
+    seconds: dict[str, float] = dc_field(default_factory=dict)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Atomically: a kill mid-write leaves the previous file."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def to_up_axis(points: np.ndarray, up: str) -> np.ndarray:
+    """Our +z-up coordinates to the requested convention ('y': (x, y, z) -> (y, z, x), a rotation
+    that puts +z up to +y and the front (+x, azimuth 0) toward +z)."""
+    return points[:, [1, 2, 0]] if up == "y" else points
+
+
+def from_up_axis(points: np.ndarray, up: str) -> np.ndarray:
+    return points[:, [2, 0, 1]] if up == "y" else points
+
+
+def _textured_mesh(uvm: UVMesh, normals: np.ndarray, image: np.ndarray, up: str, pbr: bool) -> trimesh.Trimesh:
+    import PIL.Image
+
+    img = PIL.Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if pbr:
+        material = trimesh.visual.material.PBRMaterial(
+            name="albedo", baseColorTexture=img, metallicFactor=0.0, roughnessFactor=1.0
+        )
+    else:
+        white, black = [255, 255, 255, 255], [0, 0, 0, 255]
+        material = trimesh.visual.material.SimpleMaterial(image=img, diffuse=white, ambient=white, specular=black, name="albedo")
+    mesh = trimesh.Trimesh(
+        to_up_axis(uvm.vertices, up),
+        uvm.faces,
+        vertex_normals=to_up_axis(normals[uvm.source_vertex], up),
+        visual=trimesh.visual.TextureVisuals(uv=uvm.uvs, material=material),
+        process=False,
+    )
+    return mesh
+
+
+def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = None, bound: float | None = None, progress: bool = True) -> ExportResult:
+    """Export `field` (anything with density(x) and forward(x).albedo) as mesh files into out_dir.
+
+    Raises ExportError (one sentence with the likely fix) when there is no surface; nothing is
+    written then.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or ExportConfig()
+    cfg.validate()
+    bound = float(bound if bound is not None else getattr(getattr(field, "cfg", None), "bound", 1.0))
+    out_dir = Path(out_dir)
+    seconds: dict[str, float] = {}
+    bar = tqdm(total=5, desc="export", unit="step", disable=not progress, leave=False)
+
+    def stage(name: str, start: float) -> float:
+        now = time.perf_counter()
+        seconds[name] = now - start
+        bar.update(1)
+        bar.set_postfix_str(name)
+        return now
+
+    t = time.perf_counter()
+    try:  # everything in memory first: a failure here writes nothing
+        mesh, level = extract_mesh(
+            field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk
+        )
+        t = stage("mesh", t)
+        normals = np.asarray(mesh.vertex_normals, np.float64)
+        need_texture = "obj" in cfg.formats or "glb" in cfg.formats
+        uvm, image = bake_albedo_texture(field, mesh, cfg.texture_size, cfg.chunk) if need_texture else (None, None)
+        t = stage("texture", t)
+        vertex_colors = evaluate_points(lambda x: field(x).albedo, np.asarray(mesh.vertices), cfg.chunk, field_device(field))
+        t = stage("vertex colours", t)
+        payload = _encode_files(mesh, normals, vertex_colors, uvm, image, cfg)
+        t = stage("encode", t)
+    except BaseException:
+        bar.close()
+        raise
+    files = []
+    for name, data in payload.items():
+        files.append(out_dir / name)
+        write_file(files[-1], data)
+    result = ExportResult(files, level, len(mesh.vertices), len(mesh.faces), uvm.n_charts if uvm else 0, seconds)
+    meta = {
+        "level": level,
+        "up": cfg.up,
+        "vertices": result.n_vertices,
+        "faces": result.n_faces,
+        "charts": result.n_charts,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "files": [p.name for p in files],
+    }
+    write_file(out_dir / "export.json", json.dumps(meta, indent=2).encode("utf-8"))
+    files.append(out_dir / "export.json")
+    stage("write", t)
+    bar.close()
+    return result
+
+
+def _encode_files(mesh, normals, vertex_colors, uvm, image, cfg: ExportConfig) -> dict[str, bytes]:
+    """All output files as bytes, built in memory first (nothing touches the disk on failure)."""
+    from trimesh.exchange.gltf import export_glb
+    from trimesh.exchange.obj import export_obj
+    from trimesh.exchange.ply import export_ply
+
+    out: dict[str, bytes] = {}
+    if "obj" in cfg.formats:
+        text, extra = export_obj(
+            _textured_mesh(uvm, normals, image, cfg.up, pbr=False),
+            include_normals=True,
+            include_texture=True,
+            return_texture=True,
+            mtl_name="model.mtl",
+            header="dreamfusion export",
+        )
+        out["model.obj"] = text.encode("utf-8")
+        out.update({k: bytes(v) for k, v in extra.items()})
+    if "glb" in cfg.formats:
+        out["model.glb"] = export_glb(trimesh.Scene(_textured_mesh(uvm, normals, image, cfg.up, pbr=True)), include_normals=True)
+    if "ply" in cfg.formats:
+        rgba = np.concatenate([np.clip(vertex_colors, 0, 1) * 255 + 0.5, np.full((len(vertex_colors), 1), 255.0)], 1).astype(np.uint8)
+        ply = trimesh.Trimesh(
+            to_up_axis(np.asarray(mesh.vertices), cfg.up),
+            np.asarray(mesh.faces),
+            vertex_normals=to_up_axis(normals, cfg.up),
+            vertex_colors=rgba,
+            process=False,
+        )
+        out["model.ply"] = export_ply(ply, encoding="binary", vertex_normal=True)
+    return out
+
+
+def load_exported_mesh(mesh_dir: str | Path) -> trimesh.Trimesh:
+    """The exported textured mesh (model.glb, else model.obj, else model.ply) back in +z-up coordinates."""
+    mesh_dir = Path(mesh_dir)
+    meta_path = mesh_dir / "export.json"
+    up = json.loads(meta_path.read_text(encoding="utf-8")).get("up", "z") if meta_path.is_file() else "z"
+    for name in ("model.glb", "model.obj", "model.ply"):
+        path = mesh_dir / name
+        if path.is_file():
+            loaded = trimesh.load(path, force="mesh", process=False)
+            mesh = loaded.copy()
+            mesh.vertices = from_up_axis(np.asarray(loaded.vertices), up)
+            return mesh
+    raise ExportError(f"no exported mesh in {mesh_dir}; run scripts/export_mesh.py first")
