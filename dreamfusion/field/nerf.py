@@ -80,6 +80,7 @@ class NeRFField(nn.Module):
         self.albedo_head = nn.Linear(cfg.hidden_dim, 3)
         self.normal_head = nn.Linear(cfg.hidden_dim, 3)
         self.blob_scale = 1.0  # multiplies the blob; a schedule may fade it during a run
+        self.active_levels: int | None = None  # progressive training: finer hash-grid levels masked out
         self.to(device)
 
     # ---- parameter groups (the optimizer gives the encoding its own learning rate) -------------
@@ -104,7 +105,13 @@ class NeRFField(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         unit = ((x / self.cfg.bound) * 0.5 + 0.5).clamp(0.0, 1.0)
-        return self.trunk(self.encoding(unit))
+        enc = self.encoding(unit)
+        n_levels = self.cfg.encoding.n_levels
+        if self.active_levels is not None and self.active_levels < n_levels:
+            f = self.cfg.encoding.n_features_per_level
+            mask = (torch.arange(n_levels, device=enc.device) < self.active_levels).repeat_interleave(f)
+            enc = enc * mask.to(enc.dtype)
+        return self.trunk(enc)
 
     def density_from_features(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.density_head(h).squeeze(-1) + self.blob(x) + self.cfg.density_bias)

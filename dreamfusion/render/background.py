@@ -16,8 +16,9 @@ from ..config import ConfigError, key_of
 
 @dataclass
 class BackgroundConfig:
-    type: Literal["mlp", "solid", "random"] = "mlp"
+    type: Literal["mlp", "solid", "random", "random_grey"] = "mlp"
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # for 'solid'
+    grey_range: tuple[float, float] = (0.3, 0.9)  # for 'random_grey' (the toy world's backgrounds)
     n_frequencies: int = 2  # direction encoding of the MLP
     hidden_dim: int = 16
 
@@ -47,8 +48,12 @@ class Background(nn.Module):
         """Colours (B, H, W, 3) for view directions (B, H, W, 3)."""
         if self.cfg.type == "mlp":
             return torch.sigmoid(self.net(self.encode(dirs)))
-        if self.cfg.type == "random":
+        if self.cfg.type in ("random", "random_grey"):
             b = dirs.shape[0]
-            c = torch.rand(b, 1, 1, 3, generator=generator, device=dirs.device, dtype=dirs.dtype)
-            return c.expand_as(dirs)
+            if self.cfg.type == "random":
+                c = torch.rand(b, 1, 1, 3, generator=generator, dtype=dirs.dtype)
+            else:
+                lo, hi = self.cfg.grey_range
+                c = (lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator, dtype=dirs.dtype)).expand(b, 1, 1, 3)
+            return c.to(dirs.device).expand_as(dirs)
         return self.color.to(dirs).expand_as(dirs)

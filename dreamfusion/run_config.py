@@ -1,0 +1,172 @@
+"""The full config of a text-to-3D run: scene sections + guidance + training + export, from YAML.
+
+`load_run_config(yaml_path, overrides)` reads a YAML file, applies dotted `key=value` overrides
+(values parsed as YAML, so `train.steps=200` is an int and `camera.fovy_range=[40,60]` a list) and
+builds the typed config strictly: an unknown key stops the run before any work, naming the nearest
+valid key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .cameras import CameraConfig
+from .config import ConfigError, build, key_of, require_nonnegative, require_positive
+from .field.nerf import FieldConfig
+from .guidance.config import GuidanceConfig
+from .render.background import BackgroundConfig
+from .render.renderer import RenderConfig
+from .render.shading import LightConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy.yaml"
+
+
+@dataclass
+class Schedule:
+    """A scalar that moves linearly from `start` to `end` between steps `begin` and `finish`."""
+
+    start: float = 0.0
+    end: float = 0.0
+    begin: int = 0
+    finish: int = 0
+
+    def __call__(self, step: int) -> float:
+        if self.finish <= self.begin or step >= self.finish:
+            return self.end if step >= self.begin else self.start
+        if step <= self.begin:
+            return self.start
+        f = (step - self.begin) / (self.finish - self.begin)
+        return self.start + f * (self.end - self.start)
+
+
+def constant(value: float) -> Schedule:
+    return Schedule(value, value, 0, 0)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 1
+    resolution: int = 64  # render height = width
+    lr_encoding: float = 1e-2
+    lr_network: float = 1e-3
+    lr_background: float = 1e-3
+    ambient_only_steps: int = 100  # warm-up: albedo lit by ambient light only
+    lambertian_prob: float = 0.75  # after warm-up: shaded with this probability ...
+    textureless_prob: float = 0.5  # ... of which textureless with this probability
+    lambda_orientation: Schedule = dataclasses.field(default_factory=lambda: Schedule(1e-4, 1e-2, 0, 300))
+    lambda_opacity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # DreamFusion sqrt((sum w)^2 + 0.01)
+    lambda_sparsity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mean opacity
+    lambda_entropy: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # binary entropy of opacity
+    lambda_normal: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # predicted vs analytic normals
+    blob_scale: Schedule = dataclasses.field(default_factory=lambda: constant(1.0))  # fade the density blob
+    progressive_levels: int = 0  # >0: unmask one more hash-grid level every this many steps
+    max_nonfinite_in_a_row: int = 20
+    checkpoint_every: int = 250
+    validation_every: int = 100
+
+    def validate(self, prefix: str = "") -> None:
+        for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row"):
+            require_positive(prefix, name, getattr(self, name))
+        for name in ("lr_encoding", "lr_network", "lr_background", "ambient_only_steps", "progressive_levels"):
+            require_nonnegative(prefix, name, getattr(self, name))
+        for name in ("lambertian_prob", "textureless_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class FinalExportConfig:
+    """What dream.py writes at the end (scripts/export_mesh.py and render_video.py offer more)."""
+
+    mesh: bool = True
+    mesh_resolution: int = 128
+    texture_size: int = 512
+    video: bool = True
+    video_frames: int = 60
+    video_resolution: int = 256
+    video_modes: tuple[str, ...] = ("rgb", "normal")
+
+    def validate(self, prefix: str = "") -> None:
+        for name in ("mesh_resolution", "texture_size", "video_frames", "video_resolution"):
+            require_positive(prefix, name, getattr(self, name))
+
+
+@dataclass
+class RunConfig:
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    light: LightConfig = dataclasses.field(default_factory=LightConfig)
+    guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: FinalExportConfig = dataclasses.field(default_factory=FinalExportConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        self.guidance.validate("guidance")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. train.steps=200)")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has no key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def resolve_model_path(data: dict[str, Any], base: Path) -> None:
+    """A relative local model folder in a config is relative to the repository (e.g. assets/toy_prior)."""
+    model = data.get("guidance", {}).get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute() and (REPO_ROOT / model).exists() and not Path(model).exists():
+        data["guidance"]["model"] = str(REPO_ROOT / model)
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None) -> RunConfig:
+    data = read_yaml(path or DEFAULT_CONFIG)
+    for key, value in (extra or {}).items():
+        data[key] = value
+    apply_overrides(data, list(overrides or []))
+    resolve_model_path(data, REPO_ROOT)
+    return build(RunConfig, data)
