@@ -14,6 +14,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dreamfusion.cli.args import subset_arg  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.config import ConfigError  # noqa: E402
 from dreamfusion.export import FORMATS, ExportConfig, ExportError, export_mesh  # noqa: E402
@@ -32,14 +33,6 @@ def threshold_arg(text: str) -> float | None:
     return value
 
 
-def formats_arg(text: str) -> tuple[str, ...]:
-    items = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [s for s in items if s not in FORMATS]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"must be a comma-separated subset of {','.join(FORMATS)}, got {text!r}")
-    return items
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", required=True, help="the run's folder (config.yaml + checkpoints/last.pt)")
@@ -48,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=threshold_arg, default=None, metavar="auto|FLOAT",
                    help="density iso-level; auto (default) puts the surface where renders become opaque")
     p.add_argument("--texture-size", type=int, default=1024, help="albedo texture width and height (default 1024)")
-    p.add_argument("--formats", type=formats_arg, default=FORMATS, help="comma-separated: obj,glb,ply (default all)")
+    p.add_argument("--formats", type=subset_arg(FORMATS), default=FORMATS, help="comma-separated: obj,glb,ply (default all)")
     p.add_argument("--decimate", type=int, default=None, metavar="FACES", help="simplify to at most FACES faces")
     p.add_argument("--up", choices=("z", "y"), default="z", help="z: the toolkit's +z up; y: +y up, front toward +z (glTF viewers)")
     p.add_argument("--device", default="cpu", help="torch device for the field (default cpu)")

@@ -14,18 +14,11 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dreamfusion.cli.args import subset_arg  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.export import load_exported_mesh  # noqa: E402
 from dreamfusion.export.video import MODES, VideoConfig, render_turntable  # noqa: E402
 from dreamfusion.workspace import Workspace  # noqa: E402
-
-
-def modes_arg(text: str) -> tuple[str, ...]:
-    items = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [s for s in items if s not in MODES]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"must be a comma-separated subset of {','.join(MODES)}, got {text!r}")
-    return items
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--elevation", type=float, default=15.0, help="degrees above the ground plane (default 15)")
     p.add_argument("--distance", type=float, default=None, help="camera distance (default: the far end of the training range)")
     p.add_argument("--fovy", type=float, default=None, help="vertical field of view, degrees (default: mid training range)")
-    p.add_argument("--modes", type=modes_arg, default=MODES, help="comma-separated: rgb,normal,depth,textureless")
+    p.add_argument("--modes", type=subset_arg(MODES), default=MODES, help="comma-separated: rgb,normal,depth,textureless")
     p.add_argument("--layout", choices=("separate", "side"), default="separate", help="one file per mode, or side by side")
     p.add_argument("--mesh", action="store_true", help="render DIR/mesh (run export_mesh.py first) instead of the field")
     p.add_argument("--background", choices=("scene", "white"), default="scene", help="rgb background of field renders")
