@@ -26,19 +26,19 @@ def _chroma(rgb: torch.Tensor) -> torch.Tensor:
     return rgb / rgb.amax(-1, keepdim=True).clamp_min(1e-3)
 
 
-def classify_colour(img: torch.Tensor, mask: torch.Tensor) -> list[str]:
+def nearest_colour(pixels: torch.Tensor) -> str:
+    """Palette name nearest to the mean chromaticity of colour samples (N, 3)."""
+    if pixels.shape[0] == 0:
+        return "none"
     names = list(COLOURS)
     palette = _chroma(torch.tensor([COLOURS[n] for n in names]))
-    out = []
-    for i in range(img.shape[0]):
-        px = img[i][mask[i]]
-        if px.shape[0] == 0:
-            out.append("none")
-            continue
-        bright = px.amax(-1) > 0.15  # the unlit side carries no colour
-        c = _chroma(px[bright] if bright.any() else px).mean(0)
-        out.append(names[int((palette - c).norm(dim=-1).argmin())])
-    return out
+    bright = pixels.amax(-1) > 0.15  # the unlit side carries no colour
+    c = _chroma(pixels[bright] if bright.any() else pixels).mean(0)
+    return names[int((palette - c).norm(dim=-1).argmin())]
+
+
+def classify_colour(img: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    return [nearest_colour(img[i][mask[i]]) for i in range(img.shape[0])]
 
 
 class SilhouetteBank:

@@ -1,0 +1,120 @@
+"""Toy-world fidelity of a run: is the exported mesh the prompted shape, in the prompted colour?
+
+Shape: the mesh is centred (bounding-box centre) and matched against every toy shape by a
+symmetric Chamfer distance, minimised over a scale and a turn about +z (the optimization may
+settle the object at any size and yaw). Colour: the palette entry nearest to the mean chromaticity
+of the mesh's vertex colours (the field's albedo). Janus: on a marked cube, how many of the four
+side faces carry the mark (1 is right; 2 or more is the multi-face problem).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from ..export import ExportError
+from ..toyworld.classify import nearest_colour, same_shape
+from ..toyworld.scenes import sdf
+from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES
+
+
+@dataclass
+class ToyEvaluation:
+    shape: str
+    colour: str
+    shape_distances: dict[str, float]
+    marked_faces: int | None = None  # marked cube only
+
+
+def _reference_points(shape: str, n: int = 3000, res: int = 64) -> np.ndarray:
+    """Points on the surface of a toy shape (vertices of its marching-cubes mesh, subsampled)."""
+    import mcubes
+
+    ax = np.linspace(-0.8, 0.8, res, dtype=np.float32)
+    grid = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    d = sdf(shape, torch.from_numpy(grid)).numpy().reshape(res, res, res)
+    verts, _ = mcubes.marching_cubes(-d, 0.0)
+    verts = verts / (res - 1) * 1.6 - 0.8
+    pick = np.random.default_rng(0).choice(len(verts), min(n, len(verts)), replace=False)
+    return verts[pick]
+
+
+def _chamfer(a: np.ndarray, b: np.ndarray, tb: cKDTree) -> float:
+    return float(tb.query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
+
+
+def shape_distances(points: np.ndarray) -> dict[str, float]:
+    """Best Chamfer distance to each toy shape over scale and yaw (points centred)."""
+    out = {}
+    for shape in SHAPES:
+        ref = _reference_points(shape)
+        tree = cKDTree(ref)
+        best = np.inf
+        ref_radius = np.linalg.norm(ref, axis=1).max()
+        base = ref_radius / max(np.linalg.norm(points, axis=1).max(), 1e-6)
+        for scale in base * np.linspace(0.8, 1.2, 5):
+            for yaw in np.radians(np.arange(0, 90, 15)):
+                c, s = np.cos(yaw), np.sin(yaw)
+                rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+                best = min(best, _chamfer(points @ rot.T * scale, ref, tree))
+        out[shape] = best
+    return out
+
+
+def count_marked_faces(points: np.ndarray, colours: np.ndarray, normals: np.ndarray) -> int:
+    """Side faces (±x, ±y) where > 15% of the surface is near-white (or near-black on a white cube)."""
+    lum = colours.mean(1)
+    sat = colours.max(1) - colours.min(1)
+    body_white = np.median(sat) < 0.15
+    marked = (lum < 0.3) if body_white else ((lum > 0.85) & (sat < 0.15))
+    count = 0
+    for axis, sign in ((0, 1), (0, -1), (1, 1), (1, -1)):
+        on_face = normals[:, axis] * sign > 0.8
+        if on_face.sum() > 10 and marked[on_face].mean() > 0.15:
+            count += 1
+    return count
+
+
+def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyEvaluation:
+    mesh_dir = Path(mesh_dir)
+    ply = mesh_dir / "model.ply"
+    if not ply.is_file():
+        raise ExportError(f"no model.ply in {mesh_dir}; export the mesh first (scripts/export_mesh.py)")
+    meta = json.loads((mesh_dir / "export.json").read_text()) if (mesh_dir / "export.json").is_file() else {}
+    mesh = trimesh.load(ply, process=False)
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    if meta.get("up", "z") == "y":
+        verts = verts[:, [2, 0, 1]]
+    colours = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+    centre = (verts.min(0) + verts.max(0)) / 2
+    pts = verts - centre
+    distances = shape_distances(pts[np.random.default_rng(0).choice(len(pts), min(len(pts), 3000), replace=False)])
+    shape = min(distances, key=distances.get)
+    colour = nearest_colour(torch.from_numpy(colours).float())
+    marked = None
+    if wanted_shape == "marked cube":
+        normals = np.asarray(trimesh.Trimesh(verts, mesh.faces, process=False).vertex_normals)
+        marked = count_marked_faces(pts, colours, normals)
+    return ToyEvaluation(shape, colour, distances, marked)
+
+
+def parse_toy_prompt(prompt: str) -> tuple[str, str]:
+    """'a red marked cube' → ('marked cube', 'red'); unknown words raise ValueError."""
+    words = prompt.lower().strip().removeprefix("a ").strip()
+    for colour in COLOURS:
+        if words.startswith(colour + " "):
+            shape = words[len(colour) + 1:]
+            if shape in ALL_SHAPES:
+                return shape, colour
+    raise ValueError(f"{prompt!r} is not a toy-world prompt 'a <colour> <shape>'")
+
+
+def score(prompt: str, result: ToyEvaluation) -> dict:
+    shape, colour = parse_toy_prompt(prompt)
+    return {"prompt": prompt, **asdict(result), "shape_ok": same_shape(result.shape, shape), "colour_ok": result.colour == colour,
+            "janus": None if result.marked_faces is None else result.marked_faces > 1}
