@@ -14,7 +14,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamfusion.cli.args import subset_arg  # noqa: E402
+from dreamfusion.cli.args import add_common_options, parse_or_exit_code, subset_arg  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.config import ConfigError  # noqa: E402
 from dreamfusion.export import FORMATS, ExportConfig, ExportError, export_mesh  # noqa: E402
@@ -44,18 +44,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", type=subset_arg(FORMATS), default=FORMATS, help="comma-separated: obj,glb,ply (default all)")
     p.add_argument("--decimate", type=int, default=None, metavar="FACES", help="simplify to at most FACES faces")
     p.add_argument("--up", choices=("z", "y"), default="z", help="z: the toolkit's +z up; y: +y up, front toward +z (glTF viewers)")
-    p.add_argument("--device", default="cpu", help="torch device for the field (default cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_common_options(p)
     return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = parser()
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exit_:  # argparse: --help (0) or bad flags (2, message already printed)
-        return int(exit_.code or 0)
+    args = parse_or_exit_code(parser(), argv)
+    if isinstance(args, int):
+        return args
     cfg = ExportConfig(
         resolution=args.resolution, threshold=args.threshold, texture_size=args.texture_size,
         formats=args.formats, decimate=args.decimate, up=args.up,

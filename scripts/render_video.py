@@ -14,7 +14,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamfusion.cli.args import subset_arg  # noqa: E402
+from dreamfusion.cli.args import add_common_options, parse_or_exit_code, subset_arg  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.export import load_exported_mesh  # noqa: E402
 from dreamfusion.export.video import MODES, VideoConfig, render_turntable  # noqa: E402
@@ -36,18 +36,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", action="store_true", help="render DIR/mesh (run export_mesh.py first) instead of the field")
     p.add_argument("--background", choices=("scene", "white"), default="scene", help="rgb background of field renders")
     p.add_argument("--cache-resolution", type=int, default=128, help="voxels per axis of the field cache (default 128; more is sharper and slower)")
-    p.add_argument("--device", default="cpu", help="torch device for the field (default cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_common_options(p)
     return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = parser()
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exit_:  # argparse: --help (0) or bad flags (2, message already printed)
-        return int(exit_.code or 0)
+    args = parse_or_exit_code(parser(), argv)
+    if isinstance(args, int):
+        return args
     ws = Workspace(args.workspace)
     camera = ws.scene_config().camera  # ConfigError (exit 2) or a clear message if DIR is no workspace
     cfg = VideoConfig(

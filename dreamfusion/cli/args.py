@@ -15,3 +15,18 @@ def subset_arg(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
         return items
 
     return parse
+
+
+def add_common_options(p: argparse.ArgumentParser, device_default: str = "cpu") -> None:
+    """--device, --quiet and --debug, as every script spells them."""
+    p.add_argument("--device", default=device_default, help=f"torch device for the field (default {device_default})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def parse_or_exit_code(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """Parsed arguments, or argparse's exit code (0 for --help, 2 for bad flags; message already printed)."""
+    try:
+        return p.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
