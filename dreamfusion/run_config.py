@@ -156,7 +156,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve_model_path(data: dict[str, Any], base: Path) -> None:
+def resolve_model_path(data: dict[str, Any]) -> None:
     """A relative local model folder in a config is relative to the repository (e.g. assets/toy_prior)."""
     model = data.get("guidance", {}).get("model")
     if isinstance(model, str) and model and not Path(model).is_absolute() and (REPO_ROOT / model).exists() and not Path(model).exists():
@@ -168,5 +168,5 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
     for key, value in (extra or {}).items():
         data[key] = value
     apply_overrides(data, list(overrides or []))
-    resolve_model_path(data, REPO_ROOT)
+    resolve_model_path(data)
     return build(RunConfig, data)

@@ -8,6 +8,7 @@ side faces carry the mark (1 is right; 2 or more is the multi-face problem).
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class ToyEvaluation:
     marked_faces: int | None = None  # marked cube only
 
 
+@functools.lru_cache(maxsize=None)  # the same five point sets serve every evaluated mesh
 def _reference_points(shape: str, n: int = 3000, res: int = 64) -> np.ndarray:
     """Points on the surface of a toy shape (vertices of its marching-cubes mesh, subsampled)."""
     import mcubes

@@ -95,10 +95,10 @@ class VolumeRenderer(nn.Module):
         """Stratified samples across the box, those in empty cells dropped; packed samples + dense mask."""
         bound, s = self.field.cfg.bound, self.cfg.n_samples
         near, far, hit = ray_box_intersection(origins, dirs, bound)
-        grid = self.occupancy if isinstance(self.occupancy, OccupancyGrid) else None
+        grid = self.occupancy if isinstance(self.occupancy, OccupancyGrid) and self.occupancy.updates.item() > 0 else None
         t, deltas = stratified_samples(near, far, s, jitter, generator)  # (R, S)
         mask = hit.unsqueeze(-1).expand_as(t)
-        if grid is not None and grid.updates.item() > 0:
+        if grid is not None:
             pts = origins.unsqueeze(1) + t.unsqueeze(-1) * dirs.unsqueeze(1)
             mask = mask & grid.query(pts.view(-1, 3)).view(mask.shape)
         if self.cfg.early_stop_transmittance > 0 or self.cfg.alpha_threshold > 0:
