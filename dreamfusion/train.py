@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .cameras import make_cameras, sample_cameras
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import to_dict
 from .field.nerf import normal_consistency_loss
 from .render.renderer import RenderOutput
@@ -53,6 +53,14 @@ def regularizers(out: RenderOutput, n_rays: int) -> dict[str, torch.Tensor]:
         if out.sample_predicted_normals is not None:
             terms["normal"] = normal_consistency_loss(out.weights, out.sample_predicted_normals, out.sample_normals)
     return terms
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; a line cut short by a kill counts as past every checkpoint."""
+    try:
+        return json.loads(line).get("step", math.inf)
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf
 
 
 class Trainer:
@@ -115,8 +123,9 @@ class Trainer:
         path = self.ws.metrics_path
         if not path.is_file():
             return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= self.step]
-        path.write_text("".join(line + "\n" for line in keep))
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= self.step]
+        text = "".join(line + "\n" for line in keep)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     # ---- one step -------------------------------------------------------------------------------------
     def _shading(self) -> tuple[str, float, float]:

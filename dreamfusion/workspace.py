@@ -5,6 +5,7 @@
       checkpoints/last.pt    the latest checkpoint: {"scene": Scene.state_dict(), "step": int, ...}
       checkpoints/step_N.pt  periodic checkpoints
       validation/ metrics.jsonl mesh/ video/
+      run.json               prompt and timings, written when the run finishes
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Workspace:
     video_dir = property(lambda self: self.root / "video")
     validation_dir = property(lambda self: self.root / "validation")
     metrics_path = property(lambda self: self.root / "metrics.jsonl")
+    summary_path = property(lambda self: self.root / "run.json")  # written when a run finishes
 
     def read_config(self) -> dict[str, Any]:
         if not self.config_path.is_file():

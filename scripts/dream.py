@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import signal
@@ -16,8 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dreamfusion.checkpoint import atomic_write  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.config import ConfigError, to_dict  # noqa: E402
+from dreamfusion.guidance.vocabulary import closed_vocabulary, unknown_words  # noqa: E402
 from dreamfusion.run_config import REPO_ROOT, RunConfig, load_run_config  # noqa: E402
 from dreamfusion.utils.capabilities import resolve_device  # noqa: E402
 from dreamfusion.workspace import Workspace  # noqa: E402
@@ -38,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from the workspace's last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in the workspace")
+    p.add_argument("--force", action="store_true", help="run even with words the bundled prior has never seen")
     p.add_argument("--no-export", action="store_true", help="skip the mesh and video at the end")
     p.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -60,25 +65,39 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return load_run_config(args.config, overrides, extra)
 
 
-def prepare_workspace(args: argparse.Namespace, cfg: RunConfig) -> Workspace:
+def check_workspace(args: argparse.Namespace, cfg: RunConfig) -> Workspace:
+    """Every reason to refuse the workspace, found before anything is loaded or written."""
     ws = Workspace(args.workspace or REPO_ROOT / "outputs" / slug(cfg.prompt))
+    if ws.root.exists() and not ws.root.is_dir():
+        raise ConfigError(f"workspace {ws.root} is a file, not a folder; choose another --workspace")
     if args.resume:
         if not ws.last_checkpoint.is_file():
             raise ConfigError(f"--resume: {ws.root} has no checkpoint to resume from; drop --resume to start a new run")
         previous = ws.read_config().get("prompt")
         if previous != cfg.prompt:
             raise ConfigError(f"--resume: {ws.root} holds a run for {previous!r}, not {cfg.prompt!r}")
-        return ws
-    if ws.config_path.is_file() or ws.last_checkpoint.is_file():
-        if not args.overwrite:
-            previous = ws.read_config().get("prompt") if ws.config_path.is_file() else "?"
-            raise ConfigError(
-                f"{ws.root} already holds a run (prompt {previous!r}); pass --resume to continue it, "
-                "--overwrite to replace it, or --workspace to choose another folder"
-            )
+    elif (ws.config_path.is_file() or ws.last_checkpoint.is_file()) and not args.overwrite:
+        previous = ws.read_config().get("prompt") if ws.config_path.is_file() else "?"
+        raise ConfigError(
+            f"{ws.root} already holds a run (prompt {previous!r}); pass --resume to continue it, "
+            "--overwrite to replace it, or --workspace to choose another folder"
+        )
+    existing = ws.root
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to workspace {ws.root} ({existing} is not a writable folder); choose another --workspace")
+    return ws
+
+
+def open_workspace(args: argparse.Namespace, ws: Workspace) -> None:
+    """The first write, after every check has passed: clear a replaced run (--overwrite), create the folder."""
+    if args.overwrite and not args.resume:
         for sub in ("checkpoints", "validation", "mesh", "video"):
             shutil.rmtree(ws.root / sub, ignore_errors=True)
         ws.metrics_path.unlink(missing_ok=True)
+    if ws.summary_path.is_file():
+        ws.summary_path.unlink()  # run.json marks a finished run; this one is not, yet
     try:
         ws.root.mkdir(parents=True, exist_ok=True)
         probe = ws.root / ".write_test"
@@ -86,7 +105,23 @@ def prepare_workspace(args: argparse.Namespace, cfg: RunConfig) -> Workspace:
         probe.unlink()
     except OSError as err:
         raise ConfigError(f"cannot write to workspace {ws.root} ({err.strerror}); choose another --workspace") from None
-    return ws
+
+
+def check_vocabulary(cfg: RunConfig, force: bool) -> None:
+    """A closed-vocabulary prior (the bundled one) scores unseen words as noise: refuse them unless --force."""
+    vocabulary = closed_vocabulary(cfg.guidance.model)
+    if vocabulary is None:
+        return
+    unknown = unknown_words(f"{cfg.prompt} {cfg.negative_prompt or ''}", vocabulary)
+    if not unknown:
+        return
+    words = ", ".join(repr(w) for w in unknown)
+    if not force:
+        raise ConfigError(
+            f"the guidance model {cfg.guidance.model} was never trained on {words}; it knows only: "
+            f"{' '.join(vocabulary)}. Rephrase the prompt with those words, or pass --force to run anyway"
+        )
+    print(f"dream: warning: the guidance model has never seen {words}; running anyway (--force)", file=sys.stderr)
 
 
 def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> None:
@@ -120,17 +155,20 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    launched = time.time()
     args = parse_args(argv)
     quiet_libraries()
     cfg = resolve_config(args)
     device = resolve_device(cfg.device)
-    ws = prepare_workspace(args, cfg)
+    ws = check_workspace(args, cfg)
+    check_vocabulary(cfg, args.force)
 
     from dreamfusion.guidance import make_guidance
     from dreamfusion.train import Trainer
 
     guidance = make_guidance(cfg.guidance, device)
     guidance.prepare(cfg.prompt, cfg.negative_prompt or None)
+    open_workspace(args, ws)
     trainer = Trainer(cfg, ws, device, guidance)
     if args.resume:
         trainer.resume()
@@ -165,10 +203,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dream: {interrupted[0]} received; saved step {trainer.step} to {ws.last_checkpoint}. "
               f"Resume with: python scripts/dream.py --prompt \"{cfg.prompt}\" --workspace {ws.root} --resume", file=sys.stderr)
         return 130
-    print(f"trained {trainer.step} steps in {time.time() - start:.0f}s; workspace {ws.root}")
+    train_seconds = time.time() - start
+    print(f"trained {trainer.step} steps in {train_seconds:.0f}s; workspace {ws.root}")
+    export_start = time.time()
     if not args.no_export:
         export_results(trainer, cfg, ws, args.quiet)
+    write_summary(ws, cfg, trainer.step, time.time() - export_start, time.time() - launched, exported=not args.no_export)
     return 0
+
+
+def write_summary(ws: Workspace, cfg: RunConfig, steps: int, export_seconds: float, wall_seconds: float, exported: bool) -> None:
+    """run.json: the finished run's prompt and timings. train_seconds sums the step times over every
+    session (resumes included); wall_seconds is this last session's whole command, loading included."""
+    train_seconds = 0.0
+    for line in ws.metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            train_seconds += float(json.loads(line).get("seconds", 0.0))
+        except (ValueError, AttributeError):
+            continue
+    summary = {"prompt": cfg.prompt, "seed": cfg.seed, "steps": steps, "finished": True, "exported": exported,
+               "train_seconds": round(train_seconds, 1), "export_seconds": round(export_seconds, 1),
+               "wall_seconds": round(wall_seconds, 1)}
+    text = json.dumps(summary, indent=1)
+    atomic_write(ws.summary_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 if __name__ == "__main__":
