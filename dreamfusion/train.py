@@ -24,6 +24,7 @@ from .render.renderer import RenderOutput
 from .render.shading import sample_lights
 from .run_config import RunConfig
 from .scene import Scene, build_scene
+from .utils.faults import fault_point
 from .utils.images import normal_to_rgb, save_png
 from .workspace import Workspace
 
@@ -97,6 +98,7 @@ class Trainer:
         }
 
     def save(self) -> None:
+        self._apply_schedules()  # the field's blob and active levels as of self.step travel with it
         state = self.state()
         save_checkpoint(self.ws.last_checkpoint, state)
         if self.step % self.cfg.train.checkpoint_every == 0:
@@ -111,7 +113,7 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.step = int(state["step"])
             self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise CheckpointError(
                 f"checkpoint {self.ws.last_checkpoint} does not match this config ({type(err).__name__}); "
                 "start a new workspace or pass --overwrite"
@@ -219,6 +221,7 @@ class Trainer:
                 result = self.train_step()
                 metrics_file.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()}) + "\n")
                 metrics_file.flush()
+                fault_point("train_step")  # tests: a kill between a step and its checkpoint
                 if on_step is not None:
                     on_step(result)
                 if self.step % t.validation_every == 0 or self.step == t.steps:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ from .config import ConfigError, build, to_dict
 from .scene import Scene, SceneConfig, build_scene
 
 SCENE_SECTIONS = tuple(f.name for f in dataclasses.fields(SceneConfig))
+
+
+def slug(prompt: str) -> str:
+    """A folder name for a prompt: 'A red cube!' → 'a-red-cube'."""
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "run"
 
 
 class Workspace:
@@ -62,8 +68,11 @@ class Workspace:
         state = load_checkpoint(path, map_location=device)
         try:
             scene.load_state_dict(state["scene"])
-        except (KeyError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint {path} does not match the workspace config ({type(err).__name__})") from None
+        except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not match the workspace's config.yaml ({type(err).__name__}); "
+                "pass --checkpoint with one of this run's checkpoints, or train again"
+            ) from None
         scene.field.eval()
         return scene, state
 

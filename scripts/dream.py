@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import shlex
 import shutil
 import signal
 import sys
@@ -24,11 +24,7 @@ from dreamfusion.config import ConfigError, to_dict  # noqa: E402
 from dreamfusion.guidance.vocabulary import closed_vocabulary, unknown_words  # noqa: E402
 from dreamfusion.run_config import REPO_ROOT, RunConfig, load_run_config  # noqa: E402
 from dreamfusion.utils.capabilities import resolve_device  # noqa: E402
-from dreamfusion.workspace import Workspace  # noqa: E402
-
-
-def slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "run"
+from dreamfusion.workspace import Workspace, slug  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,6 +94,9 @@ def open_workspace(args: argparse.Namespace, ws: Workspace) -> None:
         ws.metrics_path.unlink(missing_ok=True)
     if ws.summary_path.is_file():
         ws.summary_path.unlink()  # run.json marks a finished run; this one is not, yet
+    for folder in (ws.root, ws.checkpoints):
+        for stale in folder.glob(".*.tmp"):  # a killed run's half-written temporaries (atomic_write)
+            stale.unlink(missing_ok=True)
     try:
         ws.root.mkdir(parents=True, exist_ok=True)
         probe = ws.root / ".write_test"
@@ -105,6 +104,18 @@ def open_workspace(args: argparse.Namespace, ws: Workspace) -> None:
         probe.unlink()
     except OSError as err:
         raise ConfigError(f"cannot write to workspace {ws.root} ({err.strerror}); choose another --workspace") from None
+
+
+def resume_command(args: argparse.Namespace, ws: Workspace) -> str:
+    """The command that continues this run: the same prompt, config, overrides and flags, plus --resume."""
+    parts = ["python", "scripts/dream.py", "--prompt", args.prompt]
+    for flag, value in (("--negative", args.negative), ("--config", args.config), ("--steps", args.steps),
+                        ("--seed", args.seed), ("--device", args.device)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--workspace", str(ws.root), "--resume"]
+    parts += [flag for flag, on in (("--force", args.force), ("--no-export", args.no_export), ("--quiet", args.quiet)) if on]
+    return shlex.join(parts + list(args.overrides))
 
 
 def check_vocabulary(cfg: RunConfig, force: bool) -> None:
@@ -124,24 +135,31 @@ def check_vocabulary(cfg: RunConfig, force: bool) -> None:
     print(f"dream: warning: the guidance model has never seen {words}; running anyway (--force)", file=sys.stderr)
 
 
-def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> None:
+def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
+    """The mesh and the video; an empty field skips each with the reason (training is kept, not failed).
+    Returns whether everything asked for was written."""
     from dreamfusion.export import ExportConfig, ExportError, export_mesh
     from dreamfusion.export.video import VideoConfig, render_turntable
 
-    field = trainer.scene.field.eval()
-    field.blob_scale = cfg.train.blob_scale(cfg.train.steps)
-    e = cfg.export
+    field = trainer.scene.field.eval()  # its blob scale and active levels are those of the last checkpoint
+    e, done = cfg.export, True
     if e.mesh:
         try:
             result = export_mesh(field, ws.mesh_dir, ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size), progress=not quiet)
             print(f"mesh: {len(result.files)} files in {ws.mesh_dir} ({result.n_faces} faces)")
         except ExportError as err:
-            print(f"dream: mesh export skipped: {err}", file=sys.stderr)
+            done = False
+            print(f"dream: mesh export skipped: {err} (the checkpoint is kept: scripts/export_mesh.py --workspace {ws.root} retries)", file=sys.stderr)
     if e.video:
         vcfg = VideoConfig(frames=e.video_frames, resolution=e.video_resolution, modes=tuple(e.video_modes),
                            distance=cfg.camera.distance_range[1], fovy=sum(cfg.camera.fovy_range) / 2)
-        paths = render_turntable(ws.video_dir, vcfg, field=field, bound=field.cfg.bound, progress=not quiet)
-        print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir}")
+        try:
+            paths = render_turntable(ws.video_dir, vcfg, field=field, bound=field.cfg.bound, progress=not quiet)
+            print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir}")
+        except ExportError as err:
+            done = False
+            print(f"dream: video skipped: {err} (the checkpoint is kept: scripts/render_video.py --workspace {ws.root} retries)", file=sys.stderr)
+    return done
 
 
 def quiet_libraries() -> None:
@@ -168,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
 
     guidance = make_guidance(cfg.guidance, device)
     guidance.prepare(cfg.prompt, cfg.negative_prompt or None)
-    open_workspace(args, ws)
     trainer = Trainer(cfg, ws, device, guidance)
     if args.resume:
-        trainer.resume()
+        trainer.resume()  # a corrupt or mismatched checkpoint stops here, before the workspace is touched
         print(f"resuming {ws.root} at step {trainer.step}")
+    open_workspace(args, ws)
     ws.write_config(to_dict(cfg))
 
     interrupted: list[str] = []
@@ -201,14 +219,13 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, handler)
     if interrupted:
         print(f"dream: {interrupted[0]} received; saved step {trainer.step} to {ws.last_checkpoint}. "
-              f"Resume with: python scripts/dream.py --prompt \"{cfg.prompt}\" --workspace {ws.root} --resume", file=sys.stderr)
+              f"Resume with: {resume_command(args, ws)}", file=sys.stderr)
         return 130
     train_seconds = time.time() - start
     print(f"trained {trainer.step} steps in {train_seconds:.0f}s; workspace {ws.root}")
     export_start = time.time()
-    if not args.no_export:
-        export_results(trainer, cfg, ws, args.quiet)
-    write_summary(ws, cfg, trainer.step, time.time() - export_start, time.time() - launched, exported=not args.no_export)
+    exported = not args.no_export and export_results(trainer, cfg, ws, args.quiet)
+    write_summary(ws, cfg, trainer.step, time.time() - export_start, time.time() - launched, exported=exported)
     return 0
 
 

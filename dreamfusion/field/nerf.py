@@ -83,6 +83,14 @@ class NeRFField(nn.Module):
         self.active_levels: int | None = None  # progressive training: finer hash-grid levels masked out
         self.to(device)
 
+    # ---- schedule state: saved with the weights, so an exported field is the one training ended with
+    def get_extra_state(self) -> dict:
+        return {"blob_scale": float(self.blob_scale), "active_levels": self.active_levels}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.blob_scale = float(state["blob_scale"])
+        self.active_levels = None if state["active_levels"] is None else int(state["active_levels"])
+
     # ---- parameter groups (the optimizer gives the encoding its own learning rate) -------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {

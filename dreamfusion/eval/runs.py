@@ -1,0 +1,80 @@
+"""Producing the assets an evaluation scores: one dream.py run per (prompt, seed), reused when finished.
+
+Each run is a subprocess, so one failing prompt (or one that leaks memory) cannot take the whole
+suite down; its output goes to a log file beside the workspaces. A workspace counts as finished
+when its run.json (written by dream.py after export) names the same prompt; an interrupted one is
+resumed; `fresh=True` replaces every run.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..workspace import Workspace, slug
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DREAM = REPO_ROOT / "scripts" / "dream.py"
+
+
+@dataclass
+class RunRecord:
+    prompt: str
+    seed: int
+    workspace: Path
+    status: str  # "ran", "reused" or "failed"
+    seconds: float | None  # wall time of the asset: training, export and model loading
+    message: str = ""
+
+
+def workspace_for(runs_dir: Path, prompt: str, seed: int) -> Workspace:
+    return Workspace(Path(runs_dir) / f"{slug(prompt)}-s{seed}")
+
+
+def finished_summary(ws: Workspace, prompt: str) -> dict | None:
+    """run.json of a finished, exported run of `prompt` in `ws`, else None."""
+    try:
+        summary = json.loads(ws.summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if summary.get("prompt") != prompt or not summary.get("finished") or not summary.get("exported"):
+        return None
+    return summary
+
+
+def _last_error_line(log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["dream.py failed without output"])[-1]
+
+
+def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False) -> RunRecord:
+    """Run dream.py for (prompt, seed) unless a finished workspace exists; resume an interrupted one."""
+    ws = workspace_for(runs_dir, prompt, seed)
+    if not fresh:
+        summary = finished_summary(ws, prompt)
+        if summary is not None:
+            return RunRecord(prompt, seed, ws.root, "reused", summary.get("wall_seconds"))
+    cmd = [sys.executable, str(DREAM), "--prompt", prompt, "--seed", str(seed), "--workspace", str(ws.root), "--quiet"]
+    if fresh:
+        cmd.append("--overwrite")
+    elif ws.last_checkpoint.is_file():
+        cmd.append("--resume")
+    elif ws.config_path.is_file():
+        cmd.append("--overwrite")  # stopped before its first checkpoint: nothing to keep
+    cmd += list(dream_args)
+    log_dir = Path(runs_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{ws.root.name}.log"
+    start = time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT).returncode
+    seconds = time.time() - start
+    if code != 0:
+        message = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
+        return RunRecord(prompt, seed, ws.root, "failed", seconds, f"{message} (log: {log_path})")
+    return RunRecord(prompt, seed, ws.root, "ran", seconds)

@@ -1,0 +1,147 @@
+"""The evaluation suites behind scripts/evaluate.py.
+
+* toy: every toy-world prompt through dream.py with the bundled prior, each exported mesh judged by
+  the toy evaluator (shape, colour, Janus mark count). Ground truth is exact, so this is the
+  end-to-end check of the whole stack.
+* clip: CLIP R-precision as DreamFusion reports it, for runs on real models.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..config import ConfigError
+from ..export import ExportError
+from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, all_captions, caption
+from ..workspace import Workspace
+from .rprecision import ClipScorer, normalise_caption, r_precision
+from .runs import RunRecord, ensure_run
+from .toy import evaluate_mesh, parse_toy_prompt, score
+from .views import render_views
+
+Progress = Callable[[str], None]  # called with a prompt before its run starts
+
+
+def toy_prompts(spec: str) -> list[str]:
+    """'all' (every shape × colour), 'shapes' (each shape once, colours rotating) or 'a red cube,a blue cone'."""
+    if spec == "all":
+        return all_captions()
+    if spec == "shapes":
+        colours = list(COLOURS)
+        return [caption(colours[i % len(colours)], shape) for i, shape in enumerate(ALL_SHAPES)]
+    prompts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not prompts:
+        raise ConfigError("--prompts is empty; use all, shapes, or a comma-separated list like 'a red cube,a blue cone'")
+    for prompt in prompts:
+        try:
+            parse_toy_prompt(prompt)
+        except ValueError:
+            raise ConfigError(f"--prompts: {prompt!r} is not a toy-world prompt 'a <colour> <shape>' "
+                              f"(colours: {', '.join(COLOURS)}; shapes: {', '.join(ALL_SHAPES)})") from None
+    return prompts
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _fraction(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str], fresh: bool,
+            progress: Progress | None) -> list[RunRecord]:
+    records = []
+    for prompt in prompts:
+        for seed in range(seeds):
+            if progress is not None:
+                progress(prompt if seeds == 1 else f"{prompt} (seed {seed})")
+            records.append(ensure_run(prompt, seed, runs_dir, dream_args, fresh))
+    return records
+
+
+def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
+              progress: Progress | None = None) -> tuple[list[dict], dict]:
+    """Per-asset rows and a summary: shape / colour / both accuracy, Janus, time per asset."""
+    rows = []
+    for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress):
+        wanted_shape, wanted_colour = parse_toy_prompt(rec.prompt)
+        row = {"prompt": rec.prompt, "seed": rec.seed, "status": rec.status, "seconds": rec.seconds,
+               "workspace": str(rec.workspace), "message": rec.message}
+        if rec.status != "failed":
+            try:
+                result = score(rec.prompt, evaluate_mesh(Path(rec.workspace) / "mesh", wanted_shape))
+                row.update({k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "janus")})
+            except ExportError as err:  # the run finished but exported no mesh (an empty field)
+                row.update(status="no mesh", message=str(err))
+        row.setdefault("shape_ok", False)
+        row.setdefault("colour_ok", False)
+        row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
+        rows.append(row)
+    marked = [r for r in rows if parse_toy_prompt(r["prompt"])[0] in ("marked cube",)]
+    summary = {
+        "assets": len(rows),
+        "shape_accuracy": _fraction([r["shape_ok"] for r in rows]),
+        "colour_accuracy": _fraction([r["colour_ok"] for r in rows]),
+        "accuracy": _fraction([r["ok"] for r in rows]),
+        "marked_assets": len(marked),
+        "marked_one_side": _fraction([r.get("marked_faces") == 1 for r in marked]),
+        "janus": _fraction([bool(r.get("janus")) for r in marked]),
+        "failed": sum(r["status"] in ("failed", "no mesh") for r in rows),
+        "median_seconds": _median([r["seconds"] for r in rows]),
+        "per_shape_accuracy": {s: _fraction([r["ok"] for r in rows if parse_toy_prompt(r["prompt"])[0] == s])
+                               for s in ALL_SHAPES if any(parse_toy_prompt(r["prompt"])[0] == s for r in rows)},
+    }
+    return rows, summary
+
+
+def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspaces: Sequence[str] = (),
+               dream_args: Sequence[str] = (), n_views: int = 8, resolution: int = 224, device: str = "cpu",
+               fresh: bool = False, progress: Progress | None = None) -> tuple[list[dict], dict]:
+    """CLIP R-precision of each asset's renders (30° elevation, `n_views` azimuths) among all prompts.
+
+    Assets come from `workspaces` when given (their prompts join the candidates if the file lacks
+    them), else from dream.py runs of every prompt."""
+    candidates = list(dict.fromkeys(normalise_caption(p) for p in prompts))  # the runs use these exact strings
+    if workspaces:
+        records = []
+        for folder in workspaces:
+            ws = Workspace(folder)
+            prompt = ws.read_config().get("prompt")
+            if not prompt:
+                raise ConfigError(f"{folder}: its config.yaml names no prompt")
+            records.append(RunRecord(prompt, int(ws.read_config().get("seed", 0)), ws.root, "given", None))
+    else:
+        records = run_all(candidates, 1, runs_dir, dream_args, fresh, progress)
+    for rec in records:
+        if normalise_caption(rec.prompt) not in candidates:
+            candidates.append(normalise_caption(rec.prompt))
+    scorer = ClipScorer(clip_model, device)
+    text = scorer.embed_texts(candidates)
+    rows, hits = [], {"rgb": [], "textureless": []}
+    for rec in records:
+        if workspaces and progress is not None:  # given workspaces: the scoring is what takes time
+            progress(rec.prompt)
+        row = {"prompt": rec.prompt, "status": rec.status, "seconds": rec.seconds, "workspace": str(rec.workspace),
+               "message": rec.message}
+        if rec.status != "failed":
+            views = render_views(rec.workspace, n_views=n_views, resolution=resolution, device=device)
+            truth = torch.full((n_views,), candidates.index(normalise_caption(rec.prompt)))
+            for mode, key in (("rgb", "colour"), ("textureless", "geometry")):
+                correct = r_precision(scorer.embed_images(views[mode]), text, truth)
+                hits[mode].extend(correct.tolist())
+                row[f"r_precision_{key}"] = float(correct.mean())
+        rows.append(row)
+    summary = {
+        "assets": len(rows), "candidates": len(candidates), "views_per_asset": n_views, "clip": str(clip_model),
+        "r_precision_colour": _fraction(hits["rgb"]), "r_precision_geometry": _fraction(hits["textureless"]),
+        "failed": sum(r["status"] == "failed" for r in rows), "median_seconds": _median([r["seconds"] for r in rows]),
+    }
+    return rows, summary
+
+
+__all__ = ["toy_prompts", "toy_suite", "clip_suite"]
