@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from .utils.faults import fault_point
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not match this version of the toolkit."""
@@ -29,6 +31,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
     try:
         write(tmp)
+        fault_point("atomic_write", lambda: os.truncate(tmp, os.path.getsize(tmp) // 2))  # tests: a kill mid-write
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -41,6 +44,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+_FIX = "copy an earlier checkpoints/step_N.pt of the run over it, or train again"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -48,7 +54,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, corrupt, or holding objects we refuse to unpickle
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a dreamfusion checkpoint ({type(err).__name__})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt, cut short or not a dreamfusion checkpoint ({type(err).__name__}); {_FIX}"
+        ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} is not a dreamfusion checkpoint")
+        raise CheckpointError(f"checkpoint {path} is not a dreamfusion checkpoint; {_FIX}")
     return state

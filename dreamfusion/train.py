@@ -108,7 +108,10 @@ class Trainer:
         state = load_checkpoint(self.ws.last_checkpoint, map_location=self.device)
         try:
             self.scene.load_state_dict(state["scene"])
+            configured = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
             self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # the config's rates, e.g. lowered after a non-finite stop
+                group["lr"] = configured[group["name"]]
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             self.step = int(state["step"])
@@ -189,7 +192,8 @@ class Trainer:
         if self.nonfinite_in_a_row >= t.max_nonfinite_in_a_row:
             raise NonFiniteError(
                 f"{self.nonfinite_in_a_row} steps in a row gave a non-finite loss or gradient; "
-                f"the last good checkpoint is {self.ws.last_checkpoint}. Lower the learning rates or the guidance scale."
+                f"the last good checkpoint is {self.ws.last_checkpoint}. "
+                "Lower the learning rates (train.lr_*) or guidance.guidance_scale and rerun with --resume."
             )
         return StepResult(self.step, metrics, not finite)
 

@@ -61,7 +61,7 @@ def resolve_source(model: str) -> tuple[str, bool]:
             raise ModelLoadError(f"guidance model {path} is a file; expected a diffusers model folder ({_LAYOUT['latent']})")
         return str(path.resolve()), True
     if _looks_local(model):
-        raise ModelLoadError(f"guidance model folder not found: {path}")
+        raise ModelLoadError(f"guidance model folder not found: {path}; set guidance.model to a diffusers model folder or a Hub id")
     return model, False
 
 
