@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace | int:
     p.add_argument("--workspaces", nargs="+", default=None, help="score these finished workspaces instead of running dream.py (clip suite)")
     p.add_argument("--views", type=int, default=8, help="azimuths per asset at 30° elevation (clip suite)")
     p.add_argument("--resolution", type=int, default=224, help="render size in pixels (clip suite; CLIP resizes to its input)")
+    p.add_argument("--jobs", type=int, default=1, help="dream.py runs side by side (each gets cores/jobs threads)")
     p.add_argument("--fresh", action="store_true", help="rerun every prompt even if a finished workspace exists")
     p.add_argument("--device", default="cpu", help="device for dream.py runs and CLIP")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace | int:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     if args.resolution < 16:
         raise ConfigError(f"--resolution must be at least 16 pixels, got {args.resolution}")
+    if args.jobs <= 0:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.views <= 0:
         raise ConfigError(f"--views must be at least 1, got {args.views}")
     if args.suite == "clip" and not args.clip:
@@ -69,20 +72,18 @@ def dream_args(args: argparse.Namespace) -> list[str]:
 
 
 def progress_bar(total: int, quiet: bool):
+    """A bar over assets (or, with --quiet, one line per finished asset) and its callback."""
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc="evaluate", unit="asset", disable=quiet)
-    seen: list[str] = []
 
-    def on_prompt(prompt: str) -> None:
-        if seen:
-            bar.update(1)
-        seen.append(prompt)
+    def on_done(prompt: str) -> None:
+        bar.update(1)
         bar.set_postfix_str(prompt)
         if quiet:
-            print(f"[{len(seen)}/{total}] {prompt}", flush=True)
+            print(f"[{bar.n}/{total}] {prompt}", flush=True)
 
-    return bar, on_prompt
+    return bar, on_done
 
 
 def toy(args: argparse.Namespace, out: Path) -> Path:
@@ -90,10 +91,9 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
     from dreamfusion.eval.suites import toy_prompts, toy_suite
 
     prompts = toy_prompts(args.prompts or "all")
-    bar, on_prompt = progress_bar(len(prompts) * args.seeds, args.quiet)
+    bar, on_done = progress_bar(len(prompts) * args.seeds, args.quiet)
     try:
-        rows, summary = toy_suite(prompts, args.seeds, out / "runs", dream_args(args), args.fresh, on_prompt)
-        bar.update(1)
+        rows, summary = toy_suite(prompts, args.seeds, out / "runs", dream_args(args), args.fresh, on_done, args.jobs)
     finally:
         bar.close()
     pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
@@ -122,11 +122,11 @@ def clip(args: argparse.Namespace, out: Path) -> Path:
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"--prompts: {err}") from None
     total = len(args.workspaces) if args.workspaces else len(prompts)
-    bar, on_prompt = progress_bar(total, args.quiet)
+    bar, on_done = progress_bar(total, args.quiet)
     try:
         rows, summary = clip_suite(prompts, args.clip, out / "runs", args.workspaces or (), dream_args(args), args.views,
-                                   resolution=args.resolution, device=args.device, fresh=args.fresh, progress=on_prompt)
-        bar.update(1)
+                                   resolution=args.resolution, device=args.device, fresh=args.fresh, progress=on_done,
+                                   jobs=args.jobs)
     finally:
         bar.close()
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731

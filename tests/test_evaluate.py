@@ -110,7 +110,7 @@ def test_toy_suite_runs_two_prompts_then_reuses_them(tmp_path):
              "export.video_frames=2", "export.video_resolution=32"]
     out = tmp_path / "eval"
     argv = ["--suite", "toy", "--prompts", "a red cube,a blue marked cube", "--out", str(out), "--quiet", *small]
-    assert run(argv) == 0
+    assert run([*argv, "--jobs", "2"]) == 0  # two runs side by side
     data = json.loads((out / "toy_results.json").read_text())
     rows, s = data["rows"], data["summary"]
     assert [r["prompt"] for r in rows] == ["a red cube", "a blue marked cube"]

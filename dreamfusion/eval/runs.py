@@ -8,6 +8,7 @@ resumed; `fresh=True` replaces every run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -52,8 +53,12 @@ def _last_error_line(log: str) -> str:
     return (errors or lines or ["dream.py failed without output"])[-1]
 
 
-def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False) -> RunRecord:
-    """Run dream.py for (prompt, seed) unless a finished workspace exists; resume an interrupted one."""
+def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
+               threads: int | None = None) -> RunRecord:
+    """Run dream.py for (prompt, seed) unless a finished workspace exists; resume an interrupted one.
+
+    `threads` caps the run's CPU threads (OMP_NUM_THREADS), for runs side by side: two 2-thread
+    PyTorch processes on 2 cores spin against each other and are both several times slower."""
     ws = workspace_for(runs_dir, prompt, seed)
     if not fresh:
         summary = finished_summary(ws, prompt)
@@ -72,7 +77,8 @@ def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str]
     log_path = log_dir / f"{ws.root.name}.log"
     start = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT).returncode
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env).returncode
     seconds = time.time() - start
     if code != 0:
         message = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))

@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
+import os
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,7 +24,7 @@ from .runs import RunRecord, ensure_run
 from .toy import evaluate_mesh, parse_toy_prompt, score
 from .views import render_views
 
-Progress = Callable[[str], None]  # called with a prompt before its run starts
+Progress = Callable[[str], None]  # called with each prompt once its asset is done
 
 
 def toy_prompts(spec: str) -> list[str]:
@@ -54,21 +56,29 @@ def _fraction(flags: Sequence[bool]) -> float | None:
 
 
 def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str], fresh: bool,
-            progress: Progress | None) -> list[RunRecord]:
-    records = []
-    for prompt in prompts:
-        for seed in range(seeds):
-            if progress is not None:
-                progress(prompt if seeds == 1 else f"{prompt} (seed {seed})")
-            records.append(ensure_run(prompt, seed, runs_dir, dream_args, fresh))
-    return records
+            progress: Progress | None, jobs: int = 1) -> list[RunRecord]:
+    """ensure_run for every (prompt, seed), `jobs` at a time; records in prompt order."""
+    tasks = [(prompt, seed) for prompt in prompts for seed in range(seeds)]
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # each run gets its share of the cores, no more
+
+    def one(task: tuple[str, int]) -> RunRecord:
+        prompt, seed = task
+        record = ensure_run(prompt, seed, runs_dir, dream_args, fresh, threads=threads if jobs > 1 else None)
+        if progress is not None:
+            progress(prompt if seeds == 1 else f"{prompt} (seed {seed})")
+        return record
+
+    if jobs <= 1:
+        return [one(task) for task in tasks]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # the work is in subprocesses; threads only wait
+        return list(pool.map(one, tasks))
 
 
 def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
-              progress: Progress | None = None) -> tuple[list[dict], dict]:
+              progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
     """Per-asset rows and a summary: shape / colour / both accuracy, Janus, time per asset."""
     rows = []
-    for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress):
+    for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress, jobs):
         wanted_shape, wanted_colour = parse_toy_prompt(rec.prompt)
         row = {"prompt": rec.prompt, "seed": rec.seed, "status": rec.status, "seconds": rec.seconds,
                "workspace": str(rec.workspace), "message": rec.message}
@@ -101,7 +111,7 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
 
 def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspaces: Sequence[str] = (),
                dream_args: Sequence[str] = (), n_views: int = 8, resolution: int = 224, device: str = "cpu",
-               fresh: bool = False, progress: Progress | None = None) -> tuple[list[dict], dict]:
+               fresh: bool = False, progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
     """CLIP R-precision of each asset's renders (30° elevation, `n_views` azimuths) among all prompts.
 
     Assets come from `workspaces` when given (their prompts join the candidates if the file lacks
@@ -116,7 +126,7 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
                 raise ConfigError(f"{folder}: its config.yaml names no prompt")
             records.append(RunRecord(prompt, int(ws.read_config().get("seed", 0)), ws.root, "given", None))
     else:
-        records = run_all(candidates, 1, runs_dir, dream_args, fresh, progress)
+        records = run_all(candidates, 1, runs_dir, dream_args, fresh, progress, jobs)
     for rec in records:
         if normalise_caption(rec.prompt) not in candidates:
             candidates.append(normalise_caption(rec.prompt))
@@ -124,8 +134,6 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
     text = scorer.embed_texts(candidates)
     rows, hits = [], {"rgb": [], "textureless": []}
     for rec in records:
-        if workspaces and progress is not None:  # given workspaces: the scoring is what takes time
-            progress(rec.prompt)
         row = {"prompt": rec.prompt, "status": rec.status, "seconds": rec.seconds, "workspace": str(rec.workspace),
                "message": rec.message}
         if rec.status != "failed":
@@ -136,6 +144,8 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
                 hits[mode].extend(correct.tolist())
                 row[f"r_precision_{key}"] = float(correct.mean())
         rows.append(row)
+        if workspaces and progress is not None:  # given workspaces: the scoring is what takes time
+            progress(rec.prompt)
     summary = {
         "assets": len(rows), "candidates": len(candidates), "views_per_asset": n_views, "clip": str(clip_model),
         "r_precision_colour": _fraction(hits["rgb"]), "r_precision_geometry": _fraction(hits["textureless"]),
