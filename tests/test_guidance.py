@@ -419,3 +419,19 @@ def test_text_encoder_class_comes_from_the_folder(tmp_path):
     assert emb.views.shape == (4, 64, 16) and not torch.equal(emb.views[0], emb.views[1])
     out = guidance(torch.rand(1, 16, 16, 3), cams([0.0], [0.0]))
     assert torch.isfinite(out.grad).all()
+
+
+def test_embedding_cache_key_changes_when_the_text_encoder_is_replaced(tmp_path):
+    """Retraining a local prior in place must not serve embeddings of the old text encoder."""
+    import os
+
+    from dreamfusion.guidance.prompts import EmbeddingCache
+
+    (tmp_path / "text_encoder").mkdir()
+    weights = tmp_path / "text_encoder" / "model.safetensors"
+    weights.write_bytes(b"old")
+    before = EmbeddingCache.key(str(tmp_path), "a red cube")
+    weights.write_bytes(b"new weights")
+    os.utime(weights, ns=(1, 1))
+    assert EmbeddingCache.key(str(tmp_path), "a red cube") != before
+    assert EmbeddingCache.key("org/hub-model", "a red cube") == EmbeddingCache.key("org/hub-model", "a red cube")

@@ -153,9 +153,18 @@ def perp_neg_conditioning(
 # ---- on-disk cache -------------------------------------------------------------------------------
 
 def model_key(model: str) -> str:
-    """The identity of a model for the cache: an absolute path for a local folder, else the hub id."""
+    """The identity of a model for the cache: the hub id, or for a local folder its absolute path plus
+    the size and modification time of every text_encoder/ and tokenizer/ file, so retraining or
+    replacing the weights in place never serves stale embeddings."""
     path = Path(os.path.expanduser(model))
-    return str(path.resolve()) if path.exists() else model
+    if not path.exists():
+        return model
+    stamps = [
+        f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+        for sub in ("text_encoder", "tokenizer") if (path / sub).is_dir()
+        for f in sorted((path / sub).iterdir()) if f.is_file()
+    ]
+    return "\0".join([str(path.resolve()), *stamps])
 
 
 class EmbeddingCache:
