@@ -76,12 +76,14 @@ def progress_bar(total: int, quiet: bool):
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc="evaluate", unit="asset", disable=quiet)
+    done: list[str] = []  # a disabled tqdm does not count, so count here
 
     def on_done(prompt: str) -> None:
+        done.append(prompt)
         bar.update(1)
         bar.set_postfix_str(prompt)
         if quiet:
-            print(f"[{bar.n}/{total}] {prompt}", flush=True)
+            print(f"[{len(done)}/{total}] {prompt}", flush=True)
 
     return bar, on_done
 

@@ -86,6 +86,9 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         drop_text = torch.rand(cfg.batch_size, generator=gen) < cfg.text_dropout
         keep_cam = torch.rand(cfg.batch_size, generator=gen) >= cfg.camera_dropout
         captions = ["" if d else data.captions[i] for d, i in zip(drop_text.tolist(), idx.tolist())]
+        # The text encoder stays at its seeded initialisation: encode_texts runs without gradients, and the
+        # U-Net's cross-attention learns to read these fixed, distinct word features. The shipped weights
+        # were trained this way; its optimizer entries get no gradients and never move.
         cond = encode_texts(tokenizer, encoder, captions)
         cam = camera_features(data.elevation[idx], data.azimuth[idx], keep_cam)
         pred = unet(xt, t, encoder_hidden_states=cond, class_labels=cam).sample
