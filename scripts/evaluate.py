@@ -90,7 +90,7 @@ def progress_bar(total: int, quiet: bool):
 
 def toy(args: argparse.Namespace, out: Path) -> Path:
     from dreamfusion.eval.report import plot_accuracy_and_time, write_report
-    from dreamfusion.eval.suites import toy_prompts, toy_suite
+    from dreamfusion.eval.suites import toy_matrix, toy_prompts, toy_suite
 
     prompts = toy_prompts(args.prompts or "all")
     bar, on_done = progress_bar(len(prompts) * args.seeds, args.quiet)
@@ -106,7 +106,7 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
     if summary["marked_assets"]:
         lines.append(f"marked cube: mark on exactly one side in {pct(summary['marked_one_side'])}, "
                      f"Janus (mark on 2+ sides) in {pct(summary['janus'])}")
-    md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines)
+    md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines, toy_matrix(rows))
     accuracy = {"shape": summary["shape_accuracy"] or 0.0, "colour": summary["colour_accuracy"] or 0.0,
                 "both": summary["accuracy"] or 0.0, **{f"{s}": v or 0.0 for s, v in summary["per_shape_accuracy"].items()}}
     plot_accuracy_and_time(out / "toy_results.png", "toy suite: shape and colour correct", accuracy, [r["seconds"] for r in rows])

@@ -123,3 +123,18 @@ def test_toy_suite_runs_two_prompts_then_reuses_them(tmp_path):
     assert run(argv) == 0  # the second call reuses both finished workspaces
     again = json.loads((out / "toy_results.json").read_text())["rows"]
     assert [r["status"] for r in again] == [("reused" if r["status"] == "ran" else r["status"]) for r in rows]
+
+
+def test_toy_matrix_marks_what_came_out():
+    from dreamfusion.eval.suites import toy_matrix
+
+    rows = [
+        {"prompt": "a red cube", "ok": False, "status": "ran", "shape": "cylinder", "colour": "red", "shape_ok": False, "colour_ok": True},
+        {"prompt": "a blue cube", "ok": True, "status": "reused", "shape": "cube", "colour": "blue", "shape_ok": True, "colour_ok": True},
+        {"prompt": "a red cone", "ok": False, "status": "no mesh", "shape_ok": False, "colour_ok": False},
+        {"prompt": "a blue marked cube", "ok": True, "status": "ran", "shape": "cube", "colour": "blue", "shape_ok": True,
+         "colour_ok": True, "janus": True},
+    ]
+    lines = toy_matrix(rows).splitlines()
+    assert lines[0] == "| | red | blue |"
+    assert lines[2:] == ["| cube | cylinder | ✓ |", "| cone | empty | – |", "| marked cube | – | ✓ (Janus) |"]

@@ -26,11 +26,12 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> 
 
 
 def write_report(out_dir: str | Path, stem: str, title: str, summary: dict, rows: Sequence[dict],
-                 columns: Sequence[tuple[str, str]], summary_lines: Sequence[str]) -> tuple[Path, Path]:
-    """<stem>.md (summary lines, then the per-asset table) and <stem>.json ({summary, rows})."""
+                 columns: Sequence[tuple[str, str]], summary_lines: Sequence[str], overview: str = "") -> tuple[Path, Path]:
+    """<stem>.md (summary lines, an optional overview table, then the per-asset table) and <stem>.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = f"# {title}\n\n" + "".join(f"- {line}\n" for line in summary_lines) + "\n" + markdown_table(rows, columns)
+    md = f"# {title}\n\n" + "".join(f"- {line}\n" for line in summary_lines) + "\n"
+    md += (overview + "\n" if overview else "") + markdown_table(rows, columns)
     data = json.dumps({"summary": summary, "rows": list(rows)}, indent=1, default=str)
     md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
     atomic_write(md_path, lambda tmp: Path(tmp).write_text(md, encoding="utf-8"))

@@ -109,6 +109,28 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
     return rows, summary
 
 
+def toy_matrix(rows: Sequence[dict]) -> str:
+    """Shapes × colours Markdown grid of the toy rows: ✓ both right, else what came out (e.g. 'cylinder')."""
+    cells: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        shape, colour = parse_toy_prompt(r["prompt"])
+        if r["ok"]:
+            mark = "✓"
+        elif r["status"] in ("failed", "no mesh"):
+            mark = "empty" if r["status"] == "no mesh" else "failed"
+        else:
+            mark = " ".join(w for w, ok in ((r.get("colour"), r["colour_ok"]), (r.get("shape"), r["shape_ok"])) if not ok)
+        if r.get("janus"):
+            mark += " (Janus)"
+        cells.setdefault((shape, colour), []).append(mark)
+    shapes = [s for s in ALL_SHAPES if any(k[0] == s for k in cells)]
+    colours = [c for c in COLOURS if any(k[1] == c for k in cells)]
+    lines = ["| | " + " | ".join(colours) + " |", "|---|" + "---|" * len(colours)]
+    for shape in shapes:
+        lines.append(f"| {shape} | " + " | ".join(", ".join(cells.get((shape, c), ["–"])) for c in colours) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspaces: Sequence[str] = (),
                dream_args: Sequence[str] = (), n_views: int = 8, resolution: int = 224, device: str = "cpu",
                fresh: bool = False, progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
@@ -154,4 +176,4 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
     return rows, summary
 
 
-__all__ = ["toy_prompts", "toy_suite", "clip_suite"]
+__all__ = ["toy_prompts", "toy_suite", "toy_matrix", "clip_suite"]
