@@ -27,6 +27,9 @@ setup(
         "tqdm>=4.60",
         "safetensors>=0.4",
         "Pillow>=9",
+        "matplotlib>=3.5",  # evaluation plots
+        "scipy>=1.9",
+        "scikit-image>=0.19",  # marching cubes
     ],
     extras_require={"test": ["pytest>=7"]},
 )
