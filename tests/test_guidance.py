@@ -396,7 +396,7 @@ def test_hub_id_loads_offline_from_the_cache(models, tmp_path):
     (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
     code = (
         "from dreamfusion.guidance import GuidanceConfig, make_guidance\n"
-        f"g = make_guidance(GuidanceConfig(type='pixel', model='tiny-org/tiny-prior', embedding_cache=None), 'cpu')\n"
+        "g = make_guidance(GuidanceConfig(type='pixel', model='tiny-org/tiny-prior', embedding_cache=None), 'cpu')\n"
         "g.prepare('a corgi')\n"
         "print('OK', g.resolution, g.uses_cameras)\n"
         "try:\n"
