@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamfusion.export import ExportConfig, export_mesh  # noqa: E402
-from dreamfusion.export.video import VideoConfig, render_turntable  # noqa: E402
+from dreamfusion.export.video import VideoConfig, orbit_of, render_turntable  # noqa: E402
 from dreamfusion.guidance import make_guidance  # noqa: E402
 from dreamfusion.run_config import RunConfig, load_run_config  # noqa: E402
 from dreamfusion.train import Trainer  # noqa: E402
@@ -79,8 +79,8 @@ def main() -> None:
         t1 = time.perf_counter()
         e = cfg.export
         render_turntable(Path(tmp) / "video", VideoConfig(frames=e.video_frames, resolution=e.video_resolution,
-                         modes=tuple(e.video_modes), distance=cfg.camera.distance_range[1],
-                         fovy=sum(cfg.camera.fovy_range) / 2), field=field, bound=field.cfg.bound, progress=False)
+                         modes=tuple(e.video_modes), **orbit_of(cfg.camera)), field=field, bound=field.cfg.bound,
+                         progress=False)
         t2 = time.perf_counter()
         out["default_run"] = {
             "steps": len(metrics), "wall_s": round(t2 - wall, 1), "load_s": round(load_s, 1), "train_s": round(train_s, 1),

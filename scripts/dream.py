@@ -139,7 +139,7 @@ def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
     """The mesh and the video; an empty field skips each with the reason (training is kept, not failed).
     Returns whether everything asked for was written."""
     from dreamfusion.export import ExportConfig, ExportError, export_mesh
-    from dreamfusion.export.video import VideoConfig, render_turntable
+    from dreamfusion.export.video import VideoConfig, orbit_of, render_turntable
 
     field = trainer.scene.field.eval()  # its blob scale and active levels are those of the last checkpoint
     e, done = cfg.export, True
@@ -152,7 +152,7 @@ def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
             print(f"dream: mesh export skipped: {err} (the checkpoint is kept: scripts/export_mesh.py --workspace {ws.root} retries)", file=sys.stderr)
     if e.video:
         vcfg = VideoConfig(frames=e.video_frames, resolution=e.video_resolution, modes=tuple(e.video_modes),
-                           distance=cfg.camera.distance_range[1], fovy=sum(cfg.camera.fovy_range) / 2)
+                           **orbit_of(cfg.camera))
         try:
             paths = render_turntable(ws.video_dir, vcfg, field=field, bound=field.cfg.bound, progress=not quiet)
             print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir}")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamfusion.cli.args import add_common_options, parse_or_exit_code, subset_arg  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.export import load_exported_mesh  # noqa: E402
-from dreamfusion.export.video import MODES, VideoConfig, render_turntable  # noqa: E402
+from dreamfusion.export.video import MODES, VideoConfig, orbit_of, render_turntable  # noqa: E402
 from dreamfusion.workspace import Workspace  # noqa: E402
 
 
@@ -45,11 +45,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if isinstance(args, int):
         return args
     ws = Workspace(args.workspace)
-    camera = ws.scene_config().camera  # ConfigError (exit 2) or a clear message if DIR is no workspace
+    orbit = orbit_of(ws.scene_config().camera)  # ConfigError (exit 2) or a clear message if DIR is no workspace
     cfg = VideoConfig(
         frames=args.frames, fps=args.fps, resolution=args.resolution, elevation=args.elevation,
-        distance=args.distance if args.distance is not None else camera.distance_range[1],
-        fovy=args.fovy if args.fovy is not None else sum(camera.fovy_range) / 2,
+        distance=args.distance if args.distance is not None else orbit["distance"],
+        fovy=args.fovy if args.fovy is not None else orbit["fovy"],
         modes=args.modes, layout=args.layout, cache_resolution=args.cache_resolution,
     )
     cfg.validate()

@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError
 from ..export import ExportError
-from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, all_captions, caption
+from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, VIEW_MARKED_SHAPES, all_captions, caption
 from ..workspace import Workspace
 from .rprecision import ClipScorer, normalise_caption, r_precision
 from .runs import RunRecord, ensure_run
@@ -77,9 +77,10 @@ def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequ
 def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
               progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
     """Per-asset rows and a summary: shape / colour / both accuracy, Janus, time per asset."""
-    rows = []
+    rows, wanted = [], []  # wanted: the prompted shape of each row
     for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress, jobs):
-        wanted_shape, wanted_colour = parse_toy_prompt(rec.prompt)
+        wanted_shape, _ = parse_toy_prompt(rec.prompt)
+        wanted.append(wanted_shape)
         row = {"prompt": rec.prompt, "seed": rec.seed, "status": rec.status, "seconds": rec.seconds,
                "workspace": str(rec.workspace), "message": rec.message}
         if rec.status != "failed":
@@ -92,7 +93,7 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         row.setdefault("colour_ok", False)
         row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
         rows.append(row)
-    marked = [r for r in rows if parse_toy_prompt(r["prompt"])[0] in ("marked cube",)]
+    marked = [r for r, shape in zip(rows, wanted) if shape in VIEW_MARKED_SHAPES]
     summary = {
         "assets": len(rows),
         "shape_accuracy": _fraction([r["shape_ok"] for r in rows]),
@@ -103,8 +104,8 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         "janus": _fraction([bool(r.get("janus")) for r in marked]),
         "failed": sum(r["status"] in ("failed", "no mesh") for r in rows),
         "median_seconds": _median([r["seconds"] for r in rows]),
-        "per_shape_accuracy": {s: _fraction([r["ok"] for r in rows if parse_toy_prompt(r["prompt"])[0] == s])
-                               for s in ALL_SHAPES if any(parse_toy_prompt(r["prompt"])[0] == s for r in rows)},
+        "per_shape_accuracy": {s: _fraction([r["ok"] for r, shape in zip(rows, wanted) if shape == s])
+                               for s in ALL_SHAPES if s in wanted},
     }
     return rows, summary
 
@@ -143,10 +144,10 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
         records = []
         for folder in workspaces:
             ws = Workspace(folder)
-            prompt = ws.read_config().get("prompt")
-            if not prompt:
+            config = ws.read_config()
+            if not config.get("prompt"):
                 raise ConfigError(f"{folder}: its config.yaml names no prompt")
-            records.append(RunRecord(prompt, int(ws.read_config().get("seed", 0)), ws.root, "given", None))
+            records.append(RunRecord(config["prompt"], int(config.get("seed", 0)), ws.root, "given", None))
     else:
         records = run_all(candidates, 1, runs_dir, dream_args, fresh, progress, jobs)
     for rec in records:

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..export.video import VideoConfig, build_field_cache, render_cache, turntable_frames
+from ..export.video import VideoConfig, build_field_cache, orbit_of, render_cache, turntable_frames
 from ..workspace import Workspace
 
 
@@ -22,13 +22,8 @@ def render_views(
     a fraction of a second on a CPU. The cache defaults to about one voxel per pixel (64..192)."""
     ws = Workspace(workspace)
     scene, _ = ws.load_scene(device)
-    data = ws.read_config()
-    camera = data.get("camera", {})
-    distance = float(max(camera.get("distance_range", [2.0, 2.0])))
-    fovy = float(sum(camera.get("fovy_range", [50.0, 50.0])) / 2)
     cfg = VideoConfig(frames=n_views, resolution=resolution, modes=tuple(modes), elevation=elevation,
-                      distance=distance, fovy=fovy,
-                      cache_resolution=cache_resolution or min(192, max(64, resolution)))
+                      **orbit_of(scene.cfg.camera), cache_resolution=cache_resolution or min(192, max(64, resolution)))
     cfg.validate()
     field = scene.field
     cache = build_field_cache(field, cfg.cache_resolution, field.cfg.bound)

@@ -62,6 +62,12 @@ class VideoConfig:
             raise ConfigError(f"--elevation must be within [-90, 90], got {self.elevation}")
 
 
+def orbit_of(camera) -> dict[str, float]:
+    """Turntable distance and fovy for a run's CameraConfig: the far end of its distance range (the
+    whole object in frame from every side) and the middle of its fovy range."""
+    return {"distance": float(camera.distance_range[1]), "fovy": float(sum(camera.fovy_range) / 2)}
+
+
 # ---- shared per-pixel outputs → mode images -------------------------------------------------------
 
 def mode_images(

@@ -159,11 +159,12 @@ def model_key(model: str) -> str:
     path = Path(os.path.expanduser(model))
     if not path.exists():
         return model
-    stamps = [
-        f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-        for sub in ("text_encoder", "tokenizer") if (path / sub).is_dir()
-        for f in sorted((path / sub).iterdir()) if f.is_file()
-    ]
+    stamps = []
+    for sub in ("text_encoder", "tokenizer"):
+        for f in sorted((path / sub).iterdir()) if (path / sub).is_dir() else []:
+            if f.is_file():
+                st = f.stat()
+                stamps.append(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}")
     return "\0".join([str(path.resolve()), *stamps])
 
 
