@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Sample the bundled prior for every caption and classify the samples (shape and colour).
 
-    python scripts/check_toy_prior.py [--prior assets/toy_prior] [--seeds 4] [--guidance 5] [--grid PNG]
+    python scripts/check_toy_prior.py [--prior assets/toy_prior] [--seeds 4] [--guidance 2] [--grid PNG]
+    python scripts/check_toy_prior.py --ground-truth   # the classifier on true renders of the same cameras
 Last line: one JSON object with the accuracies and the confusion counts.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.guidance.camera_conditioning import camera_features  # noqa: E402
 from dreamfusion.guidance.loading import encode_texts  # noqa: E402
 from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape  # noqa: E402
-from dreamfusion.toyworld.dataset import TOY_CAMERAS  # noqa: E402
+from dreamfusion.toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS  # noqa: E402
+from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object  # noqa: E402
 from dreamfusion.toyworld.vocabulary import ALL_SHAPES, COLOURS, caption  # noqa: E402
 
 
@@ -53,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default="assets/toy_prior")
     p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--guidance", type=float, default=2.0, help="configs/toy.yaml's guidance scale")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--grid", default=None, help="write a PNG grid of the samples here")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--ground-truth", action="store_true", help="classify true renders instead of samples (the classifier's own accuracy)")
     args = p.parse_args(argv)
     classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]
     captions, wanted = [], []
@@ -66,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             wanted.append((s, c))
     cams = sample_cameras(TOY_CAMERAS, len(captions), torch.Generator().manual_seed(7))
     full_captions = [f"{t}, {lab} view" for t, lab in zip(captions, cams.view_labels())]
-    imgs = sample(Path(args.prior), full_captions, cams, args.guidance, args.steps, seed=0).permute(0, 2, 3, 1)
+    if args.ground_truth:
+        gen = torch.Generator().manual_seed(0)
+        imgs = torch.cat([render_object(s, c, cams[i], ToyRenderConfig(), TOY_LIGHTS, gen)[0] for i, (s, c) in enumerate(wanted)])
+    else:
+        imgs = sample(Path(args.prior), full_captions, cams, args.guidance, args.steps, seed=0).permute(0, 2, 3, 1)
     mask = foreground(imgs)
     colours = classify_colour(imgs, mask)
     shapes = SilhouetteBank(resolution=imgs.shape[1]).classify(mask)
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = np.concatenate([np.concatenate(list(r), 1) for r in rows.reshape(len(ALL_SHAPES), -1, *imgs.shape[1:])], 0)
         iio.imwrite(args.grid, grid)
     result = {"shape_accuracy": float(np.mean(shape_ok)), "colour_accuracy": float(np.mean(colour_ok)),
-              "samples": len(captions), "guidance": args.guidance, "shape_errors": dict(confusion), "colour_errors": dict(colour_conf)}
+              "samples": len(captions), "guidance": None if args.ground_truth else args.guidance, "shape_errors": dict(confusion), "colour_errors": dict(colour_conf)}
     print(json.dumps(result))
     return 0
 
