@@ -75,7 +75,8 @@ def main() -> None:
         field = trainer.scene.field.eval()
         t0 = time.perf_counter()
         result = export_mesh(field, Path(tmp) / "mesh", ExportConfig(resolution=cfg.export.mesh_resolution,
-                                                                    texture_size=cfg.export.texture_size), progress=False)
+                                                                    texture_size=cfg.export.texture_size,
+                                                                    smooth=cfg.export.mesh_smooth), progress=False)
         t1 = time.perf_counter()
         e = cfg.export
         render_turntable(Path(tmp) / "video", VideoConfig(frames=e.video_frames, resolution=e.video_resolution,

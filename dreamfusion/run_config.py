@@ -86,6 +86,7 @@ class FinalExportConfig:
 
     mesh: bool = True
     mesh_resolution: int = 128
+    mesh_smooth: float = 0.025  # see ExportConfig.smooth
     texture_size: int = 512
     video: bool = True
     video_frames: int = 60
@@ -95,6 +96,7 @@ class FinalExportConfig:
     def validate(self, prefix: str = "") -> None:
         for name in ("mesh_resolution", "texture_size", "video_frames", "video_resolution"):
             require_positive(prefix, name, getattr(self, name))
+        require_nonnegative(prefix, "mesh_smooth", self.mesh_smooth)
 
 
 @dataclass

@@ -145,7 +145,7 @@ def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
     e, done = cfg.export, True
     if e.mesh:
         try:
-            result = export_mesh(field, ws.mesh_dir, ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size), progress=not quiet)
+            result = export_mesh(field, ws.mesh_dir, ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size, smooth=e.mesh_smooth), progress=not quiet)
             print(f"mesh: {len(result.files)} files in {ws.mesh_dir} ({result.n_faces} faces)")
         except ExportError as err:
             done = False

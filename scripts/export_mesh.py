@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
                    help="density iso-level; auto (default) puts the surface where renders become opaque")
     p.add_argument("--texture-size", type=int, default=1024, help="albedo texture width and height (default 1024)")
     p.add_argument("--formats", type=subset_arg(FORMATS), default=FORMATS, help="comma-separated: obj,glb,ply (default all)")
+    p.add_argument("--smooth", type=float, default=ExportConfig.smooth, metavar="STD",
+                   help="Gaussian std (world units) on the density before meshing; removes surfaces hidden inside (default 0.025, 0 = off)")
     p.add_argument("--decimate", type=int, default=None, metavar="FACES", help="simplify to at most FACES faces")
     p.add_argument("--up", choices=("z", "y"), default="z", help="z: the toolkit's +z up; y: +y up, front toward +z (glTF viewers)")
     add_common_options(p)
@@ -54,7 +56,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return args
     cfg = ExportConfig(
         resolution=args.resolution, threshold=args.threshold, texture_size=args.texture_size,
-        formats=args.formats, decimate=args.decimate, up=args.up,
+        formats=args.formats, decimate=args.decimate, up=args.up, smooth=args.smooth,
     )
     try:
         cfg.validate()

@@ -44,6 +44,7 @@ class ExportConfig:
     decimate: int | None = None  # target face count
     up: Literal["z", "y"] = "z"  # "y": +y up and the front (+x) toward +z, as glTF viewers expect
     min_component_ratio: float = 0.05  # floaters: components with less area than this x the largest
+    smooth: float = 0.025  # std (world units) of the Gaussian on the density grid before marching cubes; 0 = off
     chunk: int = 65536  # points per field call
 
     def validate(self) -> None:
@@ -56,6 +57,8 @@ class ExportConfig:
             raise ExportError(f"--formats must be a comma-separated subset of {','.join(FORMATS)}, got {','.join(self.formats)}")
         if self.up not in UP_AXES:
             raise ExportError(f"--up must be z or y, got {self.up}")
+        if not self.smooth >= 0:
+            raise ExportError(f"--smooth must be >= 0 (world units), got {self.smooth}")
         if self.decimate is not None and self.decimate < 4:
             raise ExportError(f"--decimate must be at least 4 faces, got {self.decimate}")
 
@@ -131,7 +134,7 @@ def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = N
     t = time.perf_counter()
     try:  # everything in memory first: a failure here writes nothing
         mesh, level = extract_mesh(
-            field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk
+            field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk, smooth=cfg.smooth
         )
         t = stage("mesh", t)
         normals = np.asarray(mesh.vertex_normals, np.float64)
