@@ -138,3 +138,12 @@ def test_toy_matrix_marks_what_came_out():
     lines = toy_matrix(rows).splitlines()
     assert lines[0] == "| | red | blue |"
     assert lines[2:] == ["| cube | cylinder | ✓ |", "| cone | empty | – |", "| marked cube | – | ✓ (Janus) |"]
+
+
+def test_a_resumed_run_reports_what_the_asset_cost_not_the_retry():
+    from dreamfusion.eval.runs import asset_seconds
+
+    assert asset_seconds({"wall_seconds": 70.0, "train_seconds": 60.0, "export_seconds": 3.0}) == 70.0
+    # a run that only retried its export: 7 s of wall, but 63 s of training and export in all
+    assert asset_seconds({"wall_seconds": 7.0, "train_seconds": 60.0, "export_seconds": 3.0}) == 63.0
+    assert asset_seconds({}) is None

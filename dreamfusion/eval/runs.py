@@ -47,6 +47,14 @@ def finished_summary(ws: Workspace, prompt: str) -> dict | None:
     return summary
 
 
+def asset_seconds(summary: dict) -> float | None:
+    """What the asset cost: the command's wall time, or, when the last session only resumed a run
+    (e.g. to retry its export), the training summed over every session plus the export."""
+    wall = summary.get("wall_seconds")
+    work = (summary.get("train_seconds") or 0.0) + (summary.get("export_seconds") or 0.0)
+    return None if wall is None else round(max(float(wall), work), 1)
+
+
 def _last_error_line(log: str) -> str:
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
@@ -63,7 +71,7 @@ def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str]
     if not fresh:
         summary = finished_summary(ws, prompt)
         if summary is not None:
-            return RunRecord(prompt, seed, ws.root, "reused", summary.get("wall_seconds"))
+            return RunRecord(prompt, seed, ws.root, "reused", asset_seconds(summary))
     cmd = [sys.executable, str(DREAM), "--prompt", prompt, "--seed", str(seed), "--workspace", str(ws.root), "--quiet"]
     if fresh:
         cmd.append("--overwrite")
@@ -83,4 +91,9 @@ def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str]
     if code != 0:
         message = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
         return RunRecord(prompt, seed, ws.root, "failed", seconds, f"{message} (log: {log_path})")
+    try:
+        summary = json.loads(ws.summary_path.read_text(encoding="utf-8"))
+        seconds = max(seconds, asset_seconds(summary) or 0.0)
+    except (OSError, ValueError):
+        pass
     return RunRecord(prompt, seed, ws.root, "ran", seconds)
