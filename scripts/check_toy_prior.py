@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=2.0, help="configs/toy.yaml's guidance scale")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--grid", default=None, help="write a PNG grid of the samples here")
+    p.add_argument("--debug", action="store_true")
     p.add_argument("--ground-truth", action="store_true", help="classify true renders instead of samples (the classifier's own accuracy)")
     args = p.parse_args(argv)
     classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]

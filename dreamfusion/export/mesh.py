@@ -336,11 +336,11 @@ def extract_mesh(
 ) -> tuple[trimesh.Trimesh, float]:
     """The field's surface as a cleaned trimesh (world units, +z up) and the iso-level used.
 
-    `smooth` is the std (world units) of a Gaussian applied to the density grid first: a field
-    trained by score distillation is soft inside, with noise crossing the iso-level, and each
-    crossing becomes a surface hidden inside the object (on toy spheres a third of the vertices lie
-    well inside; see fill_cavities). 0.025 (2% of the object) removes them and barely moves the outer
-    surface; 0 turns it off.
+    A field trained by score distillation is soft inside, with noise crossing the iso-level; every
+    crossing would become a surface hidden inside the object (fill_cavities removes them). `smooth`
+    is the std (world units) of a Gaussian applied to the density grid after the level is chosen,
+    so the level still comes from where the renderer draws the surface: it evens out the surface's
+    noise and the small pockets right under it. 0 turns it off.
     """
     if resolution < 8:
         raise ExportError(f"--resolution must be at least 8, got {resolution}")

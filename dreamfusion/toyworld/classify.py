@@ -2,7 +2,7 @@
 
 Colour: the mean chromaticity of the foreground (each pixel divided by its brightest channel, so
 shading cancels) matched to the palette's. Shape: the foreground silhouette matched by IoU against
-a bank of silhouettes of every shape rendered from the toy camera distribution. A marked cube has
+a bank of silhouettes of every shape on a dense grid of the toy cameras' views (SilhouetteBank). A marked cube has
 a cube's silhouette, so shape "cube" and "marked cube" both count as a cube here.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ class SilhouetteBank:
     The grid spans the toy cameras' elevations, their apparent object sizes (distance x tan(fovy/2),
     sampled finely: with coarse size steps a cube seen corner-on beats a sphere between two sizes)
     and, for shapes that are not solids of revolution, azimuths over one symmetry period. On the
-    toy world's own renders it classifies 99% of shapes right (scripts/check_toy_prior.py --ground-truth).
+    toy world's own renders it classifies 99-100% of shapes right (scripts/check_toy_prior.py --ground-truth).
     """
 
     def __init__(self, resolution: int = 32, elevation_step: float = 5.0, n_sizes: int = 20, azimuth_step: float = 7.5):
