@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamfusion.export import ExportConfig, export_mesh  # noqa: E402
-from dreamfusion.export.video import VideoConfig, orbit_of, render_turntable  # noqa: E402
+from dreamfusion.export import export_mesh  # noqa: E402
+from dreamfusion.export.video import render_turntable  # noqa: E402
 from dreamfusion.guidance import make_guidance  # noqa: E402
 from dreamfusion.run_config import RunConfig, load_run_config  # noqa: E402
 from dreamfusion.train import Trainer  # noqa: E402
@@ -74,14 +74,9 @@ def main() -> None:
         trainer, metrics, load_s, train_s = train(cfg, Path(tmp) / "default")
         field = trainer.scene.field.eval()
         t0 = time.perf_counter()
-        result = export_mesh(field, Path(tmp) / "mesh", ExportConfig(resolution=cfg.export.mesh_resolution,
-                                                                    texture_size=cfg.export.texture_size,
-                                                                    smooth=cfg.export.mesh_smooth), progress=False)
+        result = export_mesh(field, Path(tmp) / "mesh", cfg.mesh_export_config(), progress=False)
         t1 = time.perf_counter()
-        e = cfg.export
-        render_turntable(Path(tmp) / "video", VideoConfig(frames=e.video_frames, resolution=e.video_resolution,
-                         modes=tuple(e.video_modes), **orbit_of(cfg.camera)), field=field, bound=field.cfg.bound,
-                         progress=False)
+        render_turntable(Path(tmp) / "video", cfg.video_config(), field=field, bound=field.cfg.bound, progress=False)
         t2 = time.perf_counter()
         out["default_run"] = {
             "steps": len(metrics), "wall_s": round(t2 - wall, 1), "load_s": round(load_s, 1), "train_s": round(train_s, 1),

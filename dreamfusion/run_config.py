@@ -117,6 +117,20 @@ class RunConfig:
     def validate(self, prefix: str = "") -> None:
         self.guidance.validate("guidance")
 
+    def mesh_export_config(self):  # -> export.ExportConfig (imported here: export/ loads trimesh)
+        """The export settings of the mesh written at the end of a run."""
+        from .export import ExportConfig
+
+        e = self.export
+        return ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size, smooth=e.mesh_smooth)
+
+    def video_config(self):  # -> export.video.VideoConfig
+        """The turntable written at the end of a run, framed by the run's camera ranges."""
+        from .export.video import VideoConfig, orbit_of
+
+        e = self.export
+        return VideoConfig(frames=e.video_frames, resolution=e.video_resolution, modes=tuple(e.video_modes), **orbit_of(self.camera))
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:

@@ -138,23 +138,21 @@ def check_vocabulary(cfg: RunConfig, force: bool) -> None:
 def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
     """The mesh and the video; an empty field skips each with the reason (training is kept, not failed).
     Returns whether everything asked for was written."""
-    from dreamfusion.export import ExportConfig, ExportError, export_mesh
-    from dreamfusion.export.video import VideoConfig, orbit_of, render_turntable
+    from dreamfusion.export import ExportError, export_mesh
+    from dreamfusion.export.video import render_turntable
 
     field = trainer.scene.field.eval()  # its blob scale and active levels are those of the last checkpoint
     e, done = cfg.export, True
     if e.mesh:
         try:
-            result = export_mesh(field, ws.mesh_dir, ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size, smooth=e.mesh_smooth), progress=not quiet)
+            result = export_mesh(field, ws.mesh_dir, cfg.mesh_export_config(), progress=not quiet)
             print(f"mesh: {len(result.files)} files in {ws.mesh_dir} ({result.n_faces} faces)")
         except ExportError as err:
             done = False
             print(f"dream: mesh export skipped: {err} (the checkpoint is kept: scripts/export_mesh.py --workspace {ws.root} retries)", file=sys.stderr)
     if e.video:
-        vcfg = VideoConfig(frames=e.video_frames, resolution=e.video_resolution, modes=tuple(e.video_modes),
-                           **orbit_of(cfg.camera))
         try:
-            paths = render_turntable(ws.video_dir, vcfg, field=field, bound=field.cfg.bound, progress=not quiet)
+            paths = render_turntable(ws.video_dir, cfg.video_config(), field=field, bound=field.cfg.bound, progress=not quiet)
             print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir}")
         except ExportError as err:
             done = False

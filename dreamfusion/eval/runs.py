@@ -36,13 +36,18 @@ def workspace_for(runs_dir: Path, prompt: str, seed: int) -> Workspace:
     return Workspace(Path(runs_dir) / f"{slug(prompt)}-s{seed}")
 
 
-def finished_summary(ws: Workspace, prompt: str) -> dict | None:
-    """run.json of a finished, exported run of `prompt` in `ws`, else None."""
+def read_summary(ws: Workspace) -> dict | None:
+    """The workspace's run.json, or None when there is none (or it is unreadable)."""
     try:
-        summary = json.loads(ws.summary_path.read_text(encoding="utf-8"))
+        return json.loads(ws.summary_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if summary.get("prompt") != prompt or not summary.get("finished") or not summary.get("exported"):
+
+
+def finished_summary(ws: Workspace, prompt: str) -> dict | None:
+    """run.json of a finished, exported run of `prompt` in `ws`, else None."""
+    summary = read_summary(ws)
+    if summary is None or summary.get("prompt") != prompt or not summary.get("finished") or not summary.get("exported"):
         return None
     return summary
 
@@ -91,9 +96,7 @@ def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str]
     if code != 0:
         message = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
         return RunRecord(prompt, seed, ws.root, "failed", seconds, f"{message} (log: {log_path})")
-    try:
-        summary = json.loads(ws.summary_path.read_text(encoding="utf-8"))
+    summary = read_summary(ws)
+    if summary is not None:
         seconds = max(seconds, asset_seconds(summary) or 0.0)
-    except (OSError, ValueError):
-        pass
     return RunRecord(prompt, seed, ws.root, "ran", seconds)

@@ -18,7 +18,7 @@ import numpy as np
 import trimesh
 
 from ..checkpoint import atomic_write
-from .mesh import ExportError, evaluate_points, extract_mesh, field_device
+from .mesh import DEFAULT_SMOOTH, ExportError, evaluate_points, extract_mesh, field_device
 from .texture import UVMesh, bake_albedo_texture
 
 FORMATS = ("obj", "glb", "ply")
@@ -44,7 +44,7 @@ class ExportConfig:
     decimate: int | None = None  # target face count
     up: Literal["z", "y"] = "z"  # "y": +y up and the front (+x) toward +z, as glTF viewers expect
     min_component_ratio: float = 0.05  # floaters: components with less area than this x the largest
-    smooth: float = 0.025  # std (world units) of the Gaussian on the density grid before marching cubes; 0 = off
+    smooth: float = DEFAULT_SMOOTH  # std (world units) of the Gaussian on the density grid before marching cubes; 0 = off
     chunk: int = 65536  # points per field call
 
     def validate(self) -> None:

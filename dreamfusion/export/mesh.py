@@ -217,6 +217,9 @@ def marching_cubes(grid: np.ndarray, level: float, bound: float) -> tuple[np.nda
     return verts.astype(np.float32), np.ascontiguousarray(faces, dtype=np.int64)
 
 
+DEFAULT_SMOOTH = 0.025  # world units; see extract_mesh
+
+
 def fill_cavities(grid: np.ndarray, level: float) -> np.ndarray:
     """`grid` with every empty voxel that solid hides along all six axis directions raised above `level`.
 
@@ -332,7 +335,7 @@ def extract_mesh(
     chunk: int = 65536,
     band: bool = True,
     progress: Callable[[int], None] | None = None,
-    smooth: float = 0.025,
+    smooth: float = DEFAULT_SMOOTH,
 ) -> tuple[trimesh.Trimesh, float]:
     """The field's surface as a cleaned trimesh (world units, +z up) and the iso-level used.
 
