@@ -4,7 +4,7 @@
     python benchmarks/bench_export.py [--quick]
 
 The field: a NeRFField (hash grid + MLP, the real per-point cost) with a large density blob and
-amplified random hash-grid features, so its surface is bumpy and large (~270k faces at 256^3):
+amplified random hash-grid features, so its surface is bumpy and large (88k faces at 256^3):
 a stress case for every stage, not a flattering sphere.
 
 Figures (targets on the 2-core CPU: export <= 30 s, 120-frame 256^2 turntable <= 60 s):
