@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default="assets/toy_prior")
     p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--guidance", type=float, default=2.0, help="configs/toy.yaml's guidance scale")
+    p.add_argument("--guidance", type=float, default=2.0,
+                   help="sampling CFG scale; 50-step DDIM samples saturate above ~2 (at 4: 41%% colour), while "
+                        "score distillation (configs/toy.yaml) needs 4, as DreamFusion samples at 7.5 but distils at 100")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--grid", default=None, help="write a PNG grid of the samples here")
     p.add_argument("--debug", action="store_true")
