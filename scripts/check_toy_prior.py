@@ -3,6 +3,7 @@
 
     python scripts/check_toy_prior.py [--prior assets/toy_prior] [--seeds 4] [--guidance 2] [--grid PNG]
     python scripts/check_toy_prior.py --ground-truth   # the classifier on true renders of the same cameras
+    python scripts/check_toy_prior.py --camera-probe   # how much the prior uses its camera input (camera_probe.py)
 Last line: one JSON object with the accuracies and the confusion counts.
 """
 from __future__ import annotations
@@ -51,6 +52,23 @@ def sample(prior: Path, captions: list[str], cams, guidance: float, steps: int, 
     return (x.clamp(-1, 1) + 1) / 2  # (B, 3, R, R)
 
 
+def camera_probe(prior: Path) -> int:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from dreamfusion.toyworld.camera_probe import camera_use
+
+    unet = UNet2DConditionModel.from_pretrained(str(prior / "unet")).eval()
+    tok = CLIPTokenizer.from_pretrained(str(prior / "tokenizer"))
+    enc = CLIPTextModel.from_pretrained(str(prior / "text_encoder")).eval()
+    alphas = DDPMScheduler.from_pretrained(str(prior / "scheduler")).alphas_cumprod
+    gaps = camera_use(unet, tok, enc, alphas)
+    for name, values in gaps.items():
+        print(name, "  ".join(f"{k} {v:+.1%}" for k, v in values.items()))
+    print(json.dumps({name: {k: round(v, 4) for k, v in values.items()} for name, values in gaps.items()}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default="assets/toy_prior")
@@ -62,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default=None, help="write a PNG grid of the samples here")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--ground-truth", action="store_true", help="classify true renders instead of samples (the classifier's own accuracy)")
+    p.add_argument("--camera-probe", action="store_true",
+                   help="instead of sampling, measure the denoising-error gaps that show whether the camera input is used")
     args = p.parse_args(argv)
+    if args.camera_probe:
+        return camera_probe(Path(args.prior))
     classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]
     captions, wanted = [], []
     for s, c in classes:
