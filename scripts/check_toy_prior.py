@@ -25,19 +25,14 @@ from dreamfusion.guidance.camera_conditioning import camera_features  # noqa: E4
 from dreamfusion.guidance.loading import encode_texts  # noqa: E402
 from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape  # noqa: E402
 from dreamfusion.toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS  # noqa: E402
+from dreamfusion.toyworld.prior import load_prior  # noqa: E402
 from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object  # noqa: E402
 from dreamfusion.toyworld.vocabulary import ALL_SHAPES, COLOURS, caption  # noqa: E402
 
 
 @torch.no_grad()
 def sample(prior: Path, captions: list[str], cams, guidance: float, steps: int, seed: int) -> torch.Tensor:
-    from diffusers import DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    unet = UNet2DConditionModel.from_pretrained(str(prior / "unet")).eval()
-    tok = CLIPTokenizer.from_pretrained(str(prior / "tokenizer"))
-    enc = CLIPTextModel.from_pretrained(str(prior / "text_encoder")).eval()
-    sched = DDIMScheduler.from_pretrained(str(prior / "scheduler"))
+    unet, tok, enc, sched = load_prior(prior, "DDIMScheduler")
     sched.set_timesteps(steps)
     cond = encode_texts(tok, enc, captions)
     uncond = encode_texts(tok, enc, [""]).expand_as(cond)
@@ -53,16 +48,10 @@ def sample(prior: Path, captions: list[str], cams, guidance: float, steps: int, 
 
 
 def camera_probe(prior: Path) -> int:
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     from dreamfusion.toyworld.camera_probe import camera_use
 
-    unet = UNet2DConditionModel.from_pretrained(str(prior / "unet")).eval()
-    tok = CLIPTokenizer.from_pretrained(str(prior / "tokenizer"))
-    enc = CLIPTextModel.from_pretrained(str(prior / "text_encoder")).eval()
-    alphas = DDPMScheduler.from_pretrained(str(prior / "scheduler")).alphas_cumprod
-    gaps = camera_use(unet, tok, enc, alphas)
+    unet, tok, enc, sched = load_prior(prior)
+    gaps = camera_use(unet, tok, enc, sched.alphas_cumprod)
     for name, values in gaps.items():
         print(name, "  ".join(f"{k} {v:+.1%}" for k, v in values.items()))
     print(json.dumps({name: {k: round(v, 4) for k, v in values.items()} for name, values in gaps.items()}))

@@ -86,16 +86,11 @@ def test_shipped_prior_loads_offline_and_gives_finite_sds(monkeypatch):
 
 def test_camera_probe_sees_the_shipped_prior_use_its_camera():
     """The shipped prior denoises with its camera better than without (elevation alone shapes the silhouette)."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     from dreamfusion.toyworld.camera_probe import T_BANDS, camera_use
+    from dreamfusion.toyworld.prior import load_prior
 
-    unet = UNet2DConditionModel.from_pretrained(str(PRIOR / "unet")).eval()
-    tok = CLIPTokenizer.from_pretrained(str(PRIOR / "tokenizer"))
-    enc = CLIPTextModel.from_pretrained(str(PRIOR / "text_encoder")).eval()
-    alphas = DDPMScheduler.from_pretrained(str(PRIOR / "scheduler")).alphas_cumprod
-    gaps = camera_use(unet, tok, enc, alphas, n=32, draws=1)
+    unet, tok, enc, sched = load_prior(PRIOR)
+    gaps = camera_use(unet, tok, enc, sched.alphas_cumprod, n=32, draws=1)
     assert set(gaps) == {"camera_gain", "pose_gain"}
     assert len(gaps["pose_gain"]) == 2 * len(T_BANDS)
     assert all(abs(v) < 1.0 for values in gaps.values() for v in values.values())

@@ -69,3 +69,16 @@ def scheduler():
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=True)
+
+
+def load_prior(folder: str | Path, scheduler_class: str = "DDPMScheduler"):
+    """(unet, tokenizer, text_encoder, scheduler) of a saved prior, in eval mode, for sampling and probes."""
+    import diffusers
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    unet_ = diffusers.UNet2DConditionModel.from_pretrained(str(folder / "unet")).eval()
+    tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    enc = CLIPTextModel.from_pretrained(str(folder / "text_encoder")).eval()
+    sched = getattr(diffusers, scheduler_class).from_pretrained(str(folder / "scheduler"))
+    return unet_, tok, enc, sched
