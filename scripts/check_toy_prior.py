@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamfusion.cameras import sample_cameras  # noqa: E402
+from dreamfusion.cameras import make_cameras, sample_cameras  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
-from dreamfusion.guidance.camera_conditioning import camera_features  # noqa: E402
+from dreamfusion.guidance.camera_conditioning import camera_features, camera_harmonics  # noqa: E402
 from dreamfusion.guidance.loading import encode_texts  # noqa: E402
-from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape  # noqa: E402
+from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape, shows_mark  # noqa: E402
 from dreamfusion.toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS  # noqa: E402
 from dreamfusion.toyworld.prior import load_prior  # noqa: E402
 from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object  # noqa: E402
@@ -36,7 +36,7 @@ def sample(prior: Path, captions: list[str], cams, guidance: float, steps: int, 
     sched.set_timesteps(steps)
     cond = encode_texts(tok, enc, captions)
     uncond = encode_texts(tok, enc, [""]).expand_as(cond)
-    cam = camera_features(cams.elevation, cams.azimuth, True)
+    cam = camera_features(cams.elevation, cams.azimuth, True, camera_harmonics(unet.config) or 1)
     res = unet.config.sample_size
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(len(captions), 3, res, res, generator=gen)
@@ -58,6 +58,32 @@ def camera_probe(prior: Path) -> int:
     return 0
 
 
+# (shape, azimuth range) of each mark-check set; elevations 0-40 degrees so the front face is in view
+MARK_SETS = {"cube, front": ("cube", (-30.0, 30.0)), "marked cube, front": ("marked cube", (-30.0, 30.0)),
+             "marked cube, back": ("marked cube", (150.0, 210.0))}
+
+
+def mark_check(prior: Path, per_colour: int, guidance: float, steps: int) -> int:
+    """How often samples show the mark, per set, beside the detector's rate on true renders."""
+    gen = torch.Generator().manual_seed(11)
+    colours = [c for c in COLOURS if c != "white"]  # shows_mark reads light marks on coloured bodies
+    result = {}
+    for name, (shape, (lo, hi)) in MARK_SETS.items():
+        n = per_colour * len(colours)
+        cams = make_cameras(40 * torch.rand(n, generator=gen), lo + (hi - lo) * torch.rand(n, generator=gen),
+                            1.5 + 0.5 * torch.rand(n, generator=gen), 40 + 20 * torch.rand(n, generator=gen))
+        wanted = [c for c in colours for _ in range(per_colour)]
+        captions = [f"{caption(c, shape)}, {label} view" for c, label in zip(wanted, cams.view_labels())]
+        samples = sample(prior, captions, cams, guidance, steps, seed=1).permute(0, 2, 3, 1)
+        truth = torch.cat([render_object(shape, c, cams[i], ToyRenderConfig(), TOY_LIGHTS, torch.Generator().manual_seed(i))[0]
+                           for i, c in enumerate(wanted)])
+        result[name] = {"samples": round(shows_mark(samples).float().mean().item(), 3),
+                        "true renders": round(shows_mark(truth).float().mean().item(), 3), "n": n}
+        print(f"{name:20s} mark in samples {result[name]['samples']:.2f}   in true renders {result[name]['true renders']:.2f}")
+    print(json.dumps({"mark_rate": result, "guidance": guidance}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default="assets/toy_prior")
@@ -71,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ground-truth", action="store_true", help="classify true renders instead of samples (the classifier's own accuracy)")
     p.add_argument("--camera-probe", action="store_true",
                    help="instead of sampling, measure the denoising-error gaps that show whether the camera input is used")
+    p.add_argument("--mark-check", action="store_true",
+                   help="instead of classifying, measure how often samples show the marked cube's mark (front, back, plain cube)")
     args = p.parse_args(argv)
     if args.camera_probe:
         return camera_probe(Path(args.prior))
+    if args.mark_check:
+        return mark_check(Path(args.prior), args.seeds, args.guidance, args.steps)
     classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]
     captions, wanted = [], []
     for s, c in classes:

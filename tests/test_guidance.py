@@ -14,7 +14,9 @@ from dreamfusion.guidance import (
     ModelLoadError,
     PixelGuidance,
     StableDiffusionGuidance,
+    camera_feature_dim,
     camera_features,
+    camera_harmonics,
     is_camera_conditioned,
     make_guidance,
 )
@@ -269,6 +271,26 @@ def test_camera_features_spec():
     assert masked[0, 4] == 1.0 and torch.equal(masked[1], torch.zeros(5))
     assert is_camera_conditioned({"class_embed_type": "projection", "projection_class_embeddings_input_dim": 5})
     assert not is_camera_conditioned({"class_embed_type": None})
+
+
+def test_camera_features_with_azimuth_harmonics():
+    az = torch.tensor([30.0, 90.0, -120.0])
+    f = camera_features(torch.zeros(3), az, True, max_harmonic=4)  # (3, 11)
+    assert f.shape == (3, camera_feature_dim(4)) == (3, 11)
+    assert torch.equal(f[:, :5], camera_features(torch.zeros(3), az))  # the base layout comes first, unchanged
+    rad = torch.deg2rad(az)
+    for k in (2, 3, 4):
+        assert torch.allclose(f[:, 5 + 2 * (k - 2)], (k * rad).sin(), atol=1e-6)
+        assert torch.allclose(f[:, 6 + 2 * (k - 2)], (k * rad).cos(), atol=1e-6)
+    # a cube looks the same every 90 degrees: cos(4 az) cannot tell 0 from 90, cos(az) can
+    g = camera_features(torch.zeros(2), torch.tensor([0.0, 90.0]), True, 4)
+    assert torch.allclose(g[0, 10], g[1, 10]) and not torch.allclose(g[0, 3], g[1, 3])
+    assert torch.equal(camera_features(torch.zeros(2), torch.zeros(2), torch.tensor([False, False]), 4), torch.zeros(2, 11))
+    projection = {"class_embed_type": "projection"}
+    assert camera_harmonics({**projection, "projection_class_embeddings_input_dim": 5}) == 1
+    assert camera_harmonics({**projection, "projection_class_embeddings_input_dim": 11}) == 4
+    for dim in (4, 6, None):  # fewer than the base five, or an odd number of extra columns: not our layout
+        assert camera_harmonics({**projection, "projection_class_embeddings_input_dim": dim}) is None
 
 
 # ---- loading -------------------------------------------------------------------------------------

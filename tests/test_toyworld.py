@@ -5,8 +5,8 @@ import torch
 
 from dreamfusion.cameras import make_cameras, sample_cameras
 from dreamfusion.render.shading import LightConfig
-from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape
-from dreamfusion.toyworld.dataset import TOY_CAMERAS, make_dataset
+from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape, shows_mark
+from dreamfusion.toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS, make_dataset
 from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object
 from dreamfusion.toyworld.train_prior import PriorTrainConfig, train_prior
 from dreamfusion.toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES, vocabulary
@@ -51,6 +51,22 @@ def test_marked_cube_shows_its_mark_only_from_the_front():
     assert whiteness[0] > 0.05 and whiteness[1] < 0.01
 
 
+def test_mark_detector_on_true_renders():
+    """shows_mark fires on marks seen from the front and never on a plain cube or a back view."""
+    n = 24
+    gen = torch.Generator().manual_seed(3)
+    el, dist, fovy = 40 * torch.rand(n, generator=gen), 1.5 + 0.5 * torch.rand(n, generator=gen), 40 + 20 * torch.rand(n, generator=gen)
+    front = make_cameras(el, 60 * torch.rand(n, generator=gen) - 30, dist, fovy)
+    back = make_cameras(el, 150 + 60 * torch.rand(n, generator=gen), dist, fovy)
+    colours = [c for c in COLOURS if c != "white"]
+    rates = {}
+    for name, shape, cams in (("marked front", "marked cube", front), ("plain front", "cube", front), ("marked back", "marked cube", back)):
+        imgs = torch.cat([render_object(shape, colours[i % len(colours)], cams[i], ToyRenderConfig(), TOY_LIGHTS,
+                                        torch.Generator().manual_seed(i))[0] for i in range(n)])
+        rates[name] = shows_mark(imgs).float().mean().item()
+    assert rates["marked front"] > 0.6 and rates["plain front"] == 0.0 and rates["marked back"] == 0.0, rates
+
+
 def test_vocabulary_lists_every_caption_word():
     words = set(vocabulary())
     assert {"a", "view", "front", "overhead"} <= words
@@ -66,6 +82,27 @@ def test_smoke_training_reduces_loss(tmp_path):
     # resumable: asking for more steps continues from the saved state
     cfg.steps = 20
     assert train_prior(tmp_path / "prior", cfg, progress=False)["steps"] == 20
+
+
+def test_prior_with_azimuth_harmonics_trains_loads_and_guides(tmp_path):
+    from dreamfusion.config import ConfigError
+    from dreamfusion.guidance import GuidanceConfig, camera_features, make_guidance
+
+    cfg = PriorTrainConfig(steps=4, batch_size=4, n_per_class=1, warmup=1, checkpoint_every=4, camera_harmonics=4)
+    train_prior(tmp_path / "prior", cfg, progress=False)
+    guidance = make_guidance(GuidanceConfig(type="pixel", model=str(tmp_path / "prior"), embedding_cache=None), "cpu")
+    assert guidance.camera_harmonics == 4 and guidance.unet.config.projection_class_embeddings_input_dim == 11
+    seen = []
+    guidance.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["class_labels"]), with_kwargs=True)
+    guidance.prepare("a red marked cube")
+    cams = sample_cameras(TOY_CAMERAS, 2, torch.Generator().manual_seed(0))
+    out = guidance(torch.rand(2, 32, 32, 3, requires_grad=True), cams, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss)
+    expected = camera_features(cams.elevation, cams.azimuth, True, 4)  # (2, 11)
+    assert torch.allclose(seen[0][:2], expected)
+    # resuming that state with the five-feature layout stops with a sentence, not a shape-mismatch traceback
+    with pytest.raises(ConfigError, match="another model layout"):
+        train_prior(tmp_path / "prior", PriorTrainConfig(steps=6, batch_size=4, n_per_class=1, warmup=1), progress=False)
 
 
 @pytest.mark.skipif(not (PRIOR / "unet").is_dir(), reason="bundled prior not present")

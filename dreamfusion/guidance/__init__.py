@@ -23,7 +23,7 @@ import torch
 
 from ..utils.capabilities import resolve_device
 from .base import DiffusionGuidance
-from .camera_conditioning import CAMERA_FEATURE_DIM, camera_features, is_camera_conditioned
+from .camera_conditioning import CAMERA_FEATURE_DIM, camera_feature_dim, camera_features, camera_harmonics, is_camera_conditioned
 from .config import DEFAULT_GUIDANCE_SCALE, GuidanceConfig
 from .latent import StableDiffusionGuidance
 from .loading import ModelLoadError
@@ -54,7 +54,9 @@ __all__ = [
     "PromptEmbeddings",
     "SDSOutput",
     "StableDiffusionGuidance",
+    "camera_feature_dim",
     "camera_features",
+    "camera_harmonics",
     "is_camera_conditioned",
     "make_guidance",
     "score_distillation",

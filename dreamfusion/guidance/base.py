@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras
-from .camera_conditioning import camera_features, is_camera_conditioned
+from .camera_conditioning import camera_features, camera_harmonics
 from .config import GuidanceConfig
 from .loading import ModelInfo, ModelKind, encode_texts, inspect_model, load_scheduler, load_text_encoder, load_unet
 from .prompts import (
@@ -63,7 +63,8 @@ class DiffusionGuidance:
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)  # (T,)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.prediction_type = scheduler.config.prediction_type
-        self.camera_input = is_camera_conditioned(unet.config)  # the U-Net takes class_labels (B, 5)
+        self.camera_harmonics = camera_harmonics(unet.config)  # None, or K: the U-Net takes class_labels (B, 5 + 2 (K - 1))
+        self.camera_input = self.camera_harmonics is not None
         self.model_id = model_id or cfg.model
         self.cache = EmbeddingCache(cfg.embedding_cache)
         self.embeddings: PromptEmbeddings | None = None
@@ -151,7 +152,9 @@ class DiffusionGuidance:
         else:
             cond, weights = select_embeddings(emb, elevation, azimuth, cfg.view_prompt).unsqueeze(0), None  # (1, B, L, D)
         uncond = emb.uncond.unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
-        labels = camera_features(elevation, azimuth, present=cfg.camera_conditioning) if self.camera_input else None
+        labels = (
+            camera_features(elevation, azimuth, cfg.camera_conditioning, self.camera_harmonics) if self.camera_input else None
+        )
         return score_distillation(
             x, self.unet_fn, self.alphas_cumprod, uncond, cond, t.to(self.device), cfg.scale,
             cond_weights=weights, class_labels=labels, weighting=cfg.weighting, grad_clip=cfg.grad_clip,

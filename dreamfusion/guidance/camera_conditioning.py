@@ -2,14 +2,20 @@
 
 The spec, shared with the trainer of the bundled prior (keep both sides identical):
 
-* features = [sin(el), cos(el), sin(az), cos(az), 1.0] with el, az the camera's elevation and
-  azimuth in degrees converted to radians (DESIGN.md conventions: azimuth 0 = front, +z up);
-* all five are zero when the camera is dropped (training-time dropout) or absent, so the last
-  entry tells the network whether the other four mean anything;
+* features = [sin(el), cos(el), sin(az), cos(az), 1.0, sin(2 az), cos(2 az), ..., sin(K az), cos(K az)]
+  with el, az the camera's elevation and azimuth in degrees converted to radians (DESIGN.md
+  conventions: azimuth 0 = front, +z up) and K >= 1 the highest azimuth harmonic (K = 1: the
+  five-feature layout MVDream-style priors use);
+* all features are zero when the camera is dropped (training-time dropout) or absent, so the
+  fifth entry tells the network whether the others mean anything;
 * a U-Net is camera-conditioned iff `class_embed_type == "projection"` and
-  `projection_class_embeddings_input_dim == 5`; the features go in as `class_labels`.
+  `projection_class_embeddings_input_dim == 5 + 2 (K - 1)` for some K >= 1; the features go in as
+  `class_labels`.
 
-Sines and cosines keep the features continuous across the azimuth wrap at +-180 degrees.
+Sines and cosines keep the features continuous across the azimuth wrap at +-180 degrees. Higher
+harmonics let a small embedding MLP see what repeats around the object (a cube looks the same
+every 90 degrees: cos(4 az)) and sharp changes (a marked face that is visible only for
+|az| < 90 degrees) without having to learn them from one sine and cosine.
 """
 from __future__ import annotations
 
@@ -17,25 +23,40 @@ from typing import Any, Mapping
 
 import torch
 
-CAMERA_FEATURE_DIM = 5
+CAMERA_FEATURE_DIM = 5  # the base layout (K = 1)
+
+
+def camera_feature_dim(max_harmonic: int = 1) -> int:
+    """Length of the feature vector with azimuth harmonics 1..max_harmonic."""
+    return CAMERA_FEATURE_DIM + 2 * (max_harmonic - 1)
 
 
 def camera_features(
-    elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, present: bool | torch.Tensor = True
+    elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, present: bool | torch.Tensor = True, max_harmonic: int = 1
 ) -> torch.Tensor:
-    """(B,) elevations and azimuths in degrees -> (B, 5) features; rows with present=False are zero."""
+    """(B,) elevations and azimuths in degrees -> (B, 5 + 2 (K - 1)) features; rows with present=False are zero."""
     el = torch.deg2rad(elevation_deg.float())
     az = torch.deg2rad(azimuth_deg.float())
-    feats = torch.stack([el.sin(), el.cos(), az.sin(), az.cos(), torch.ones_like(el)], dim=-1)  # (B, 5)
+    columns = [el.sin(), el.cos(), az.sin(), az.cos(), torch.ones_like(el)]
+    for k in range(2, max_harmonic + 1):
+        columns += [(k * az).sin(), (k * az).cos()]
+    feats = torch.stack(columns, dim=-1)  # (B, F)
     if isinstance(present, bool):
         return feats if present else torch.zeros_like(feats)
     mask = present.to(device=feats.device, dtype=feats.dtype).reshape(-1, 1)  # (B, 1) or (1, 1)
     return feats * mask
 
 
+def camera_harmonics(unet_config: Mapping[str, Any]) -> int | None:
+    """K of a camera-conditioned U-Net's config (see the spec above), None when it takes no camera."""
+    dim = unet_config.get("projection_class_embeddings_input_dim")
+    if unet_config.get("class_embed_type") != "projection" or not isinstance(dim, int):
+        return None
+    if dim < CAMERA_FEATURE_DIM or (dim - CAMERA_FEATURE_DIM) % 2:
+        return None
+    return 1 + (dim - CAMERA_FEATURE_DIM) // 2
+
+
 def is_camera_conditioned(unet_config: Mapping[str, Any]) -> bool:
-    """True when the U-Net's config declares the 5-feature camera input described above."""
-    return (
-        unet_config.get("class_embed_type") == "projection"
-        and unet_config.get("projection_class_embeddings_input_dim") == CAMERA_FEATURE_DIM
-    )
+    """True when the U-Net's config declares a camera input in the layout described above."""
+    return camera_harmonics(unet_config) is not None

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..cameras import make_cameras, sample_cameras
-from ..guidance.camera_conditioning import camera_features
+from ..guidance.camera_conditioning import camera_features, camera_harmonics
 from ..guidance.loading import encode_texts
 from .dataset import TOY_CAMERAS, TOY_LIGHTS
 from .scenes import ToyRenderConfig, render_object
@@ -51,7 +51,7 @@ def camera_use(unet: Any, tokenizer: Any, encoder: Any, alphas_cumprod: torch.Te
     pose_gain: err(turned 45 deg) / err(trained pose) - 1, both with the camera input.
     """
     cams = sample_cameras(TOY_CAMERAS, n, torch.Generator().manual_seed(seed))
-    feats = camera_features(cams.elevation, cams.azimuth, True)  # (n, 5)
+    feats = camera_features(cams.elevation, cams.azimuth, True, camera_harmonics(unet.config) or 1)  # (n, F)
     result: dict[str, dict[str, float]] = {}
     for shape in ("cube", "marked cube"):
         cond = encode_texts(tokenizer, encoder, [f"{caption(colour, shape)}, {v} view" for v in cams.view_labels()])

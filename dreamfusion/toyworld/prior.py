@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..guidance.camera_conditioning import CAMERA_FEATURE_DIM
+from ..guidance.camera_conditioning import camera_feature_dim
 from .vocabulary import vocabulary
 
 MAX_TOKENS = 16
@@ -51,8 +51,11 @@ def text_encoder(vocab_size: int):
     ))
 
 
-def unet(resolution: int = 32):
-    """~1.5M parameters: channels 32/64/64, cross-attention only at 8x8 and the middle (CPU time)."""
+def unet(resolution: int = 32, camera_harmonics: int = 1):
+    """~1.5M parameters: channels 32/64/64, cross-attention only at 8x8 and the middle (CPU time).
+
+    The camera input takes azimuth harmonics 1..camera_harmonics (guidance/camera_conditioning.py).
+    """
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -61,7 +64,7 @@ def unet(resolution: int = 32):
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_DIM, attention_head_dim=8,
-        class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_FEATURE_DIM,
+        class_embed_type="projection", projection_class_embeddings_input_dim=camera_feature_dim(camera_harmonics),
     )
 
 

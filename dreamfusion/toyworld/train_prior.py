@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import ConfigError
 from ..guidance.camera_conditioning import camera_features
 from ..guidance.loading import encode_texts
 from . import prior
@@ -36,6 +37,7 @@ class PriorTrainConfig:
     ema_decay: float = 0.999
     text_dropout: float = 0.2
     camera_dropout: float = 0.3
+    camera_harmonics: int = 1  # azimuth harmonics in the camera input (1: the five-feature layout)
     n_per_class: int = 300
     resolution: int = 32
     seed: int = 0
@@ -55,7 +57,7 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     torch.manual_seed(cfg.seed)
     tokenizer = prior.word_tokenizer()
     encoder = prior.text_encoder(len(tokenizer))
-    unet = prior.unet(cfg.resolution)
+    unet = prior.unet(cfg.resolution, cfg.camera_harmonics)
     sched = prior.scheduler()
     params = list(unet.parameters()) + list(encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
@@ -65,8 +67,14 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     state_path = out / "train_state.pt"
     if state_path.is_file():
         state = load_checkpoint(state_path)
-        unet.load_state_dict(state["unet"]), encoder.load_state_dict(state["encoder"])
-        ema["unet"].load_state_dict(state["ema_unet"]), ema["encoder"].load_state_dict(state["ema_encoder"])
+        try:
+            unet.load_state_dict(state["unet"]), encoder.load_state_dict(state["encoder"])
+            ema["unet"].load_state_dict(state["ema_unet"]), ema["encoder"].load_state_dict(state["ema_encoder"])
+        except RuntimeError:  # tensor shapes differ: another resolution or camera layout
+            raise ConfigError(
+                f"{state_path} was trained with another model layout (resolution or camera harmonics); "
+                "resume with the settings it was started with, or train into a new --out folder"
+            ) from None
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
@@ -90,7 +98,7 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         # U-Net's cross-attention learns to read these fixed, distinct word features. The shipped weights
         # were trained this way; its optimizer entries get no gradients and never move.
         cond = encode_texts(tokenizer, encoder, captions)
-        cam = camera_features(data.elevation[idx], data.azimuth[idx], keep_cam)
+        cam = camera_features(data.elevation[idx], data.azimuth[idx], keep_cam, cfg.camera_harmonics)
         pred = unet(xt, t, encoder_hidden_states=cond, class_labels=cam).sample
         loss = F.mse_loss(pred, noise)
         for group in opt.param_groups:
