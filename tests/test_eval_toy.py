@@ -42,6 +42,17 @@ def test_counts_janus_marks(tmp_path):
     two = evaluate_mesh(write_toy_mesh(tmp_path / "b", "marked cube", "red", mark_back=True), wanted_shape="marked cube")
     assert one.marked_faces == 1 and two.marked_faces == 2
     assert score("a red marked cube", two)["janus"] is True
+    assert min(one.yaw, 90.0 - one.yaw) <= 5.0  # built axis-aligned
+
+
+@pytest.mark.parametrize("yaw", [20.0, 45.0, 70.0])
+def test_counts_marks_on_a_turned_cube(tmp_path, yaw):
+    """A cube left at any yaw by the optimization: its faces are found after turning it back."""
+    one = evaluate_mesh(write_toy_mesh(tmp_path / "a", "marked cube", "red", yaw_deg=yaw), wanted_shape="marked cube")
+    two = evaluate_mesh(write_toy_mesh(tmp_path / "b", "marked cube", "blue", yaw_deg=yaw, mark_back=True), wanted_shape="marked cube")
+    assert (one.marked_faces, two.marked_faces) == (1, 2)
+    undo = (one.yaw + yaw) % 90.0  # the found turn undoes the built one, up to the cube's 90-degree symmetry
+    assert min(undo, 90.0 - undo) <= 5.0, one.yaw
 
 
 def test_parse_toy_prompt():

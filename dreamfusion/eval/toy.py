@@ -4,7 +4,9 @@ Shape: the mesh is centred (bounding-box centre) and matched against every toy s
 symmetric Chamfer distance, minimised over a scale and a turn about +z (the optimization may
 settle the object at any size and yaw). Colour: the palette entry nearest to the mean chromaticity
 of the mesh's vertex colours (the field's albedo). Janus: on a marked cube, how many of the four
-side faces carry the mark (1 is right; 2 or more is the multi-face problem).
+side faces carry the mark (1 is right; 2 or more is the multi-face problem), counted after turning
+the mesh so its faces line up with the axes: score distillation leaves cubes at any yaw, and with
+the bundled prior nearly always near 45 degrees, where a face-by-axis count would see no face.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class ToyEvaluation:
     colour: str
     shape_distances: dict[str, float]
     marked_faces: int | None = None  # marked cube only
+    yaw: float | None = None  # degrees in [0, 90): the cube's turn about +z (cubes and marked cubes)
 
 
 @functools.lru_cache(maxsize=None)  # the same five point sets serve every evaluated mesh
@@ -68,6 +71,24 @@ def shape_distances(points: np.ndarray) -> dict[str, float]:
     return out
 
 
+def cube_yaw(points: np.ndarray, step: float = 5.0) -> float:
+    """The turn (degrees, [0, 90)) that best lines a centred cube-like point set (N, 3) up with the axes."""
+    ref = _reference_points("cube")
+    tree = cKDTree(ref)
+    sample = points[np.random.default_rng(0).choice(len(points), min(len(points), 2000), replace=False)]
+    scales = np.linalg.norm(ref, axis=1).max() / max(np.linalg.norm(sample, axis=1).max(), 1e-6) * np.linspace(0.85, 1.15, 4)
+    best = (np.inf, 0.0)
+    for yaw in np.arange(0.0, 90.0, step):
+        turned = sample @ _turn(yaw).T
+        best = min(best, (min(_chamfer(turned * sc, ref, tree) for sc in scales), float(yaw)))
+    return best[1]
+
+
+def _turn(yaw_deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def count_marked_faces(points: np.ndarray, colours: np.ndarray, normals: np.ndarray) -> int:
     """Side faces (±x, ±y) where > 15% of the surface is near-white (or near-black on a white cube)."""
     lum = colours.mean(1)
@@ -98,11 +119,13 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
     distances = shape_distances(pts[np.random.default_rng(0).choice(len(pts), min(len(pts), 3000), replace=False)])
     shape = min(distances, key=distances.get)
     colour = nearest_colour(torch.from_numpy(colours).float())
-    marked = None
+    marked, yaw = None, None
+    if wanted_shape in ("cube", "marked cube") or (wanted_shape is None and shape == "cube"):
+        yaw = cube_yaw(pts)
     if wanted_shape == "marked cube":
         normals = np.asarray(trimesh.Trimesh(verts, mesh.faces, process=False).vertex_normals)
-        marked = count_marked_faces(pts, colours, normals)
-    return ToyEvaluation(shape, colour, distances, marked)
+        marked = count_marked_faces(pts @ _turn(yaw).T, colours, normals @ _turn(yaw).T)
+    return ToyEvaluation(shape, colour, distances, marked, yaw)
 
 
 def parse_toy_prompt(prompt: str) -> tuple[str, str]:
