@@ -55,33 +55,28 @@ def _chamfer(a: np.ndarray, b: np.ndarray, tb: cKDTree) -> float:
 
 def shape_distances(points: np.ndarray) -> dict[str, float]:
     """Best Chamfer distance to each toy shape over scale and yaw (points centred)."""
-    out = {}
-    for shape in SHAPES:
-        ref = _reference_points(shape)
-        tree = cKDTree(ref)
-        best = np.inf
-        ref_radius = np.linalg.norm(ref, axis=1).max()
-        base = ref_radius / max(np.linalg.norm(points, axis=1).max(), 1e-6)
-        for scale in base * np.linspace(0.8, 1.2, 5):
-            for yaw in np.radians(np.arange(0, 90, 15)):
-                c, s = np.cos(yaw), np.sin(yaw)
-                rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-                best = min(best, _chamfer(points @ rot.T * scale, ref, tree))
-        out[shape] = best
-    return out
+    yaws, scales = np.arange(0.0, 90.0, 15.0), np.linspace(0.8, 1.2, 5)
+    return {shape: _best_fit(points, shape, yaws, scales)[0] for shape in SHAPES}
 
 
 def cube_yaw(points: np.ndarray, step: float = 5.0) -> float:
     """The turn (degrees, [0, 90)) that best lines a centred cube-like point set (N, 3) up with the axes."""
-    ref = _reference_points("cube")
-    tree = cKDTree(ref)
     sample = points[np.random.default_rng(0).choice(len(points), min(len(points), 2000), replace=False)]
-    scales = np.linalg.norm(ref, axis=1).max() / max(np.linalg.norm(sample, axis=1).max(), 1e-6) * np.linspace(0.85, 1.15, 4)
+    return _best_fit(sample, "cube", np.arange(0.0, 90.0, step), np.linspace(0.85, 1.15, 4))[1]
+
+
+def _best_fit(points: np.ndarray, shape: str, yaws: np.ndarray, rel_scales: np.ndarray) -> tuple[float, float]:
+    """(Chamfer distance, yaw in degrees) of the best turn and scale of centred points onto a toy shape.
+
+    Scales are relative to the one that matches the largest radii of the two point sets."""
+    ref = _reference_points(shape)
+    tree = cKDTree(ref)
+    base = np.linalg.norm(ref, axis=1).max() / max(np.linalg.norm(points, axis=1).max(), 1e-6)
     best = (np.inf, 0.0)
-    for yaw in np.arange(0.0, 90.0, step):
-        turned = sample @ _turn(yaw).T
-        best = min(best, (min(_chamfer(turned * sc, ref, tree) for sc in scales), float(yaw)))
-    return best[1]
+    for yaw in yaws:
+        turned = points @ _turn(yaw).T
+        best = min(best, (min(_chamfer(turned * sc, ref, tree) for sc in base * rel_scales), float(yaw)))
+    return best
 
 
 def _turn(yaw_deg: float) -> np.ndarray:
