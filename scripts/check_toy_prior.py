@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamfusion.cameras import make_cameras, sample_cameras  # noqa: E402
+from dreamfusion.cameras import sample_cameras  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.guidance.camera_conditioning import camera_features, camera_harmonics  # noqa: E402
 from dreamfusion.guidance.loading import encode_texts  # noqa: E402
@@ -70,8 +71,7 @@ def mark_check(prior: Path, per_colour: int, guidance: float, steps: int) -> int
     result = {}
     for name, (shape, (lo, hi)) in MARK_SETS.items():
         n = per_colour * len(colours)
-        cams = make_cameras(40 * torch.rand(n, generator=gen), lo + (hi - lo) * torch.rand(n, generator=gen),
-                            1.5 + 0.5 * torch.rand(n, generator=gen), 40 + 20 * torch.rand(n, generator=gen))
+        cams = sample_cameras(replace(TOY_CAMERAS, elevation_range=(0.0, 40.0), azimuth_range=(lo, hi)), n, gen)
         wanted = [c for c in colours for _ in range(per_colour)]
         captions = [f"{caption(c, shape)}, {label} view" for c, label in zip(wanted, cams.view_labels())]
         samples = sample(prior, captions, cams, guidance, steps, seed=1).permute(0, 2, 3, 1)
