@@ -14,6 +14,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
 from dreamfusion.cli.args import add_common_options, parse_or_exit_code, subset_arg  # noqa: E402
 from dreamfusion.cli.errors import run_cli  # noqa: E402
 from dreamfusion.export import load_exported_mesh  # noqa: E402
@@ -59,7 +60,8 @@ def _main(argv: Sequence[str] | None) -> int:
         scene, _ = ws.load_scene(args.device, args.checkpoint)
         background = None
         if args.background == "scene":
-            background = lambda dirs: scene.background(dirs[None].to(args.device))[0].cpu()  # noqa: E731
+            # a fresh seeded generator per frame: a random-colour background stays one colour, not a flicker
+            background = lambda dirs: scene.background(dirs[None].to(args.device), torch.Generator().manual_seed(0))[0].cpu()  # noqa: E731
         paths = render_turntable(ws.video_dir, cfg, field=scene.field, bound=scene.field.cfg.bound,
                                  background=background, progress=not args.quiet)
     print(f"wrote {', '.join(p.name for p in paths)} to {ws.video_dir}")

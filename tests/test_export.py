@@ -15,7 +15,7 @@ from dreamfusion.cameras import turntable
 from dreamfusion.export import ExportConfig, ExportError, export_mesh, load_exported_mesh
 from dreamfusion.export.mesh import decimate, density_grid, extract_mesh, fill_cavities
 from dreamfusion.export.texture import sample_texture
-from dreamfusion.export.video import MeshRenderer, VideoConfig, render_turntable
+from dreamfusion.export.video import MeshRenderer, VideoConfig, build_field_cache, render_turntable
 
 RADIUS, SOFTNESS = 0.5, 0.02
 
@@ -228,6 +228,29 @@ def test_mesh_video(exported, tmp_path):
     assert centre.min() > 0.15  # textured colours, not black
 
 
+class RoughSphereField(SphereField):
+    """The soft sphere plus voxel-scale ripples in its density, like the hash-grid noise of an SDS field."""
+
+    def density(self, x):
+        ripple = torch.sin(70.0 * x[:, 0]) * torch.sin(70.0 * x[:, 1]) * torch.sin(70.0 * x[:, 2])
+        return super().density(x) * (1.0 + 0.6 * ripple)
+
+
+def _shell_normal_cosine(smooth: float) -> float:
+    """Mean cosine between the cache's normals and the sphere's true normals, on its surface shell."""
+    cache = build_field_cache(RoughSphereField(), 96, 1.0, normal_smooth=smooth)
+    density, normal = cache.volume[0, 0], cache.volume[0, 4:]
+    coords = torch.linspace(-1.0, 1.0, 96)
+    x = torch.stack(torch.meshgrid(coords, coords, coords, indexing="ij"), 0)
+    shell = ((x.norm(dim=0) - RADIUS).abs() < 0.03) & (density > 0)
+    return (normal * torch.nn.functional.normalize(x, dim=0)).sum(0)[shell].mean().item()
+
+
+def test_field_cache_normals_follow_the_shape_not_the_ripples():
+    raw, smoothed = _shell_normal_cosine(0.0), _shell_normal_cosine(0.025)
+    assert smoothed > 0.97 and raw < smoothed - 0.05, (raw, smoothed)
+
+
 # ---- the scripts, on a real (freshly initialised) NeRF workspace ---------------------------------
 
 def load_script(name: str):
@@ -292,6 +315,19 @@ def test_video_script(workspace):
         assert load_script("export_mesh").main(["--workspace", str(workspace), "--resolution", "32", "--texture-size", "64", "--quiet"]) == 0
     assert script.main([*args, "--mesh", "--layout", "side", "--modes", "rgb,depth"]) == 0
     assert read_video(workspace / "video" / "turntable.mp4") == (4, (64, 32), 8.0)
+
+
+def test_video_script_keeps_a_random_background_steady(tmp_path):
+    """A random-grey scene background is one grey for the whole turntable, not a new one per frame."""
+    from dreamfusion.render.background import BackgroundConfig
+    from dreamfusion.scene import SceneConfig, build_scene
+    from dreamfusion.workspace import save_scene_workspace
+
+    save_scene_workspace(tmp_path, build_scene(SceneConfig(background=BackgroundConfig(type="random_grey"))))
+    args = ["--workspace", str(tmp_path), "--frames", "5", "--resolution", "32", "--modes", "rgb", "--cache-resolution", "32", "--quiet"]
+    assert load_script("render_video").main(args) == 0
+    corners = [frame[:4, :4].astype(float).mean() for frame in imageio.get_reader(tmp_path / "video" / "turntable_rgb.mp4")]
+    assert 0.3 * 255 - 3 <= corners[0] <= 0.9 * 255 + 3 and max(corners) - min(corners) < 2.0, corners
 
 
 class HollowSphereField(SphereField):

@@ -26,7 +26,7 @@ from ..cameras import Cameras, generate_rays, turntable
 from ..checkpoint import atomic_write
 from ..config import ConfigError
 from ..render.volume import ray_box_intersection
-from .mesh import ExportError, auto_level, density_grid, evaluate_points, field_device
+from .mesh import DEFAULT_SMOOTH, ExportError, auto_level, density_grid, evaluate_points, field_device
 from .rasterize import rasterize
 
 MODES = ("rgb", "normal", "depth", "textureless")
@@ -111,8 +111,14 @@ class FieldCache:
 
 
 @torch.no_grad()
-def build_field_cache(field: object, resolution: int, bound: float, chunk: int = 65536) -> FieldCache:
-    """Sample density (coarse-to-fine band), albedo (where visible) and -grad density normals."""
+def build_field_cache(field: object, resolution: int, bound: float, chunk: int = 65536, normal_smooth: float = DEFAULT_SMOOTH) -> FieldCache:
+    """Sample density (coarse-to-fine band), albedo (where visible) and -grad density normals.
+
+    The normals come from the density smoothed by a Gaussian of std `normal_smooth` (world units,
+    the mesh export's smoothing): the raw gradient of an SDS-trained field is dominated by the hash
+    grid's voxel-scale noise, which turns normal and textureless frames to confetti while the
+    composited colour hides it. The density itself stays raw, so the frames show the volume as trained.
+    """
     spacing = 2 * bound / (resolution - 1)
     try:
         grid, _ = density_grid(field, resolution, bound, None, chunk)
@@ -131,7 +137,8 @@ def build_field_cache(field: object, resolution: int, bound: float, chunk: int =
     pts = np.stack([coords[ix], coords[iy], coords[iz]], 1)
     albedo = np.zeros((3, grid.size), np.float32)
     albedo[:, idx] = evaluate_points(lambda x: field(x).albedo, pts, chunk, field_device(field)).T
-    grad = np.stack(np.gradient(grid, spacing), 0)
+    smoothed = scipy.ndimage.gaussian_filter(grid, normal_smooth / spacing, mode="nearest") if normal_smooth > 0 else grid
+    grad = np.stack(np.gradient(smoothed, spacing), 0)
     normal = -grad / np.maximum(np.linalg.norm(grad, axis=0, keepdims=True), 1e-12)
     volume = np.concatenate([grid[None], albedo.reshape(3, *grid.shape), normal.astype(np.float32)], 0)
     occupied = np.argwhere(visible)
