@@ -22,7 +22,7 @@ from dreamfusion.config import ConfigError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP_PROMPTS = REPO / "data" / "coco-object-centric-153.txt"
 TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
-               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("seconds", "seconds"), ("status", "run")]
+               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"), ("seconds", "seconds"), ("status", "run")]
 CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
                 ("seconds", "seconds"), ("status", "run")]
 
@@ -104,8 +104,9 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
              f"colour {pct(summary['colour_accuracy'])})",
              f"median time per asset: {summary['median_seconds'] or 0:.0f} s"]
     if summary["marked_assets"]:
-        lines.append(f"marked cube: mark on exactly one side in {pct(summary['marked_one_side'])}, "
-                     f"Janus (mark on 2+ sides) in {pct(summary['janus'])}")
+        lines.append(f"marked cube: mark on exactly one side in {pct(summary['marked_one_side'])} (texture), "
+                     f"a light patch seen from exactly one side in {pct(summary['mark_seen_one_side'])} (renders), "
+                     f"Janus (either on 2+ sides) in {pct(summary['janus'])}")
     md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines, toy_matrix(rows))
     accuracy = {"shape": summary["shape_accuracy"] or 0.0, "colour": summary["colour_accuracy"] or 0.0,
                 "both": summary["accuracy"] or 0.0, **{f"{s}": v or 0.0 for s, v in summary["per_shape_accuracy"].items()}}

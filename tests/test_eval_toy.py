@@ -51,6 +51,7 @@ def test_counts_marks_on_a_turned_cube(tmp_path, yaw):
     one = evaluate_mesh(write_toy_mesh(tmp_path / "a", "marked cube", "red", yaw_deg=yaw), wanted_shape="marked cube")
     two = evaluate_mesh(write_toy_mesh(tmp_path / "b", "marked cube", "blue", yaw_deg=yaw, mark_back=True), wanted_shape="marked cube")
     assert (one.marked_faces, two.marked_faces) == (1, 2)
+    assert (one.mark_views, two.mark_views) == (1, 2)  # and the renders from the faces see the same
     undo = (one.yaw + yaw) % 90.0  # the found turn undoes the built one, up to the cube's 90-degree symmetry
     assert min(undo, 90.0 - undo) <= 5.0, one.yaw
 
@@ -59,3 +60,22 @@ def test_parse_toy_prompt():
     assert parse_toy_prompt("a white marked cube") == ("marked cube", "white")
     with pytest.raises(ValueError):
         parse_toy_prompt("a corgi")
+
+
+def test_a_mark_carved_as_holes_is_seen_in_the_renders_not_the_texture(tmp_path):
+    """Score distillation may answer "marked" with holes the background shows through, on every side:
+    the texture has no white, but the face-on renders see a light patch from all four sides."""
+    folder = write_toy_mesh(tmp_path / "plain", "cube", "red")
+    mesh = trimesh.load(folder / "model.ply", process=False)
+    centre = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2
+    p = np.asarray(mesh.vertices) - centre
+    side = np.abs(p[:, :2]).max(1) > 0.3  # on a side face, not the top or bottom
+    across = np.where(np.abs(p[:, 0]) >= np.abs(p[:, 1]), p[:, 1], p[:, 0])  # the face's horizontal coordinate
+    in_hole = side & (np.abs(across) < 0.08) & (np.abs(p[:, 2]) < 0.08)
+    keep = ~in_hole[mesh.faces].any(1)  # drop the faces of a square on each side: four see-through holes
+    trimesh.Trimesh(mesh.vertices, mesh.faces[keep], vertex_colors=mesh.visual.vertex_colors, process=False).export(folder / "model.ply")
+    holed = evaluate_mesh(folder, wanted_shape="marked cube")
+    plain = evaluate_mesh(write_toy_mesh(tmp_path / "whole", "cube", "red"), wanted_shape="marked cube")
+    assert (holed.marked_faces, holed.mark_views) == (0, 4)
+    assert (plain.marked_faces, plain.mark_views) == (0, 0)
+    assert score("a red marked cube", holed)["janus"] is True and score("a red marked cube", plain)["janus"] is False

@@ -86,7 +86,7 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         if rec.status != "failed":
             try:
                 result = score(rec.prompt, evaluate_mesh(Path(rec.workspace) / "mesh", wanted_shape))
-                row.update({k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "janus")})
+                row.update({k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus")})
             except ExportError as err:  # the run finished but exported no mesh (an empty field)
                 row.update(status="no mesh", message=str(err))
         row.setdefault("shape_ok", False)
@@ -100,7 +100,8 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         "colour_accuracy": _fraction([r["colour_ok"] for r in rows]),
         "accuracy": _fraction([r["ok"] for r in rows]),
         "marked_assets": len(marked),
-        "marked_one_side": _fraction([r.get("marked_faces") == 1 for r in marked]),
+        "marked_one_side": _fraction([r.get("marked_faces") == 1 for r in marked]),  # in the texture
+        "mark_seen_one_side": _fraction([r.get("mark_views") == 1 for r in marked]),  # in renders of the file
         "janus": _fraction([bool(r.get("janus")) for r in marked]),
         "failed": sum(r["status"] in ("failed", "no mesh") for r in rows),
         "median_seconds": _median([r["seconds"] for r in rows]),

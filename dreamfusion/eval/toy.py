@@ -6,7 +6,10 @@ settle the object at any size and yaw). Colour: the palette entry nearest to the
 of the mesh's vertex colours (the field's albedo). Janus: on a marked cube, how many of the four
 side faces carry the mark (1 is right; 2 or more is the multi-face problem), counted after turning
 the mesh so its faces line up with the axes: score distillation leaves cubes at any yaw, and with
-the bundled prior nearly always near 45 degrees, where a face-by-axis count would see no face.
+the bundled prior mostly near 45 degrees, where a face-by-axis count would see no face. Counted
+twice: in the texture (white albedo on a face), and in renders of the file from the four faces
+(a light patch inside the body, as `shows_mark` sees the prior's samples), which also catches a
+"mark" carved as a dent or a hole the background shows through.
 """
 from __future__ import annotations
 
@@ -31,8 +34,9 @@ class ToyEvaluation:
     shape: str
     colour: str
     shape_distances: dict[str, float]
-    marked_faces: int | None = None  # marked cube only
+    marked_faces: int | None = None  # marked cube only: faces with a white patch in the texture
     yaw: float | None = None  # degrees in [0, 90): the cube's turn about +z (cubes and marked cubes)
+    mark_views: int | None = None  # chromatic marked cube only: face-on renders showing a light patch
 
 
 @functools.lru_cache(maxsize=None)  # the same five point sets serve every evaluated mesh
@@ -98,6 +102,28 @@ def count_marked_faces(points: np.ndarray, colours: np.ndarray, normals: np.ndar
     return count
 
 
+def count_mark_views(mesh: trimesh.Trimesh, centre: np.ndarray, turn: np.ndarray, resolution: int = 32) -> int:
+    """Of the four renders facing the side faces (elevation 15 deg, the mesh centred and turned by
+    `turn` so its faces look along the axes), how many show a light patch inside the body.
+
+    Drawn in the file's colours over white at 4x `resolution`, then averaged down to `resolution`,
+    the prior's image size, where `shows_mark` was checked on true renders."""
+    from ..cameras import make_cameras
+    from ..export.video import MeshRenderer
+    from ..toyworld.classify import shows_mark
+
+    placed = mesh.copy()
+    placed.vertices = (np.asarray(mesh.vertices) - centre) @ turn.T
+    renderer, size = MeshRenderer(placed), 4 * resolution
+    images = []
+    for azimuth in (0.0, 90.0, 180.0, 270.0):
+        one = lambda v: torch.tensor([v])  # noqa: E731
+        out = renderer(make_cameras(one(15.0), one(azimuth), one(2.0), one(50.0)), size, size)
+        img = out["albedo"] * out["opacity"] + (1.0 - out["opacity"])  # (H, W, 3) over white
+        images.append(torch.nn.functional.avg_pool2d(img.permute(2, 0, 1)[None], 4)[0].permute(1, 2, 0))
+    return int(shows_mark(torch.stack(images)).sum())
+
+
 def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyEvaluation:
     mesh_dir = Path(mesh_dir)
     ply = mesh_dir / "model.ply"
@@ -114,13 +140,16 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
     distances = shape_distances(pts[np.random.default_rng(0).choice(len(pts), min(len(pts), 3000), replace=False)])
     shape = min(distances, key=distances.get)
     colour = nearest_colour(torch.from_numpy(colours).float())
-    marked, yaw = None, None
+    marked, yaw, views = None, None, None
     if wanted_shape in ("cube", "marked cube") or (wanted_shape is None and shape == "cube"):
         yaw = cube_yaw(pts)
     if wanted_shape == "marked cube":
         normals = np.asarray(trimesh.Trimesh(verts, mesh.faces, process=False).vertex_normals)
         marked = count_marked_faces(pts @ _turn(yaw).T, colours, normals @ _turn(yaw).T)
-    return ToyEvaluation(shape, colour, distances, marked, yaw)
+        if colour != "white":  # shows_mark looks for a light patch on a coloured body
+            views = count_mark_views(trimesh.Trimesh(verts, mesh.faces, vertex_colors=mesh.visual.vertex_colors, process=False),
+                                     centre, _turn(yaw))
+    return ToyEvaluation(shape, colour, distances, marked, yaw, views)
 
 
 def parse_toy_prompt(prompt: str) -> tuple[str, str]:
@@ -137,4 +166,4 @@ def parse_toy_prompt(prompt: str) -> tuple[str, str]:
 def score(prompt: str, result: ToyEvaluation) -> dict:
     shape, colour = parse_toy_prompt(prompt)
     return {"prompt": prompt, **asdict(result), "shape_ok": same_shape(result.shape, shape), "colour_ok": result.colour == colour,
-            "janus": None if result.marked_faces is None else result.marked_faces > 1}
+            "janus": None if result.marked_faces is None else max(result.marked_faces, result.mark_views or 0) > 1}
