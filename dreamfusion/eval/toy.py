@@ -115,9 +115,9 @@ def count_mark_views(mesh: trimesh.Trimesh, centre: np.ndarray, turn: np.ndarray
     placed = mesh.copy()
     placed.vertices = (np.asarray(mesh.vertices) - centre) @ turn.T
     renderer, size = MeshRenderer(placed), 4 * resolution
+    one = lambda v: torch.tensor([v])  # noqa: E731
     images = []
     for azimuth in (0.0, 90.0, 180.0, 270.0):
-        one = lambda v: torch.tensor([v])  # noqa: E731
         out = renderer(make_cameras(one(15.0), one(azimuth), one(2.0), one(50.0)), size, size)
         img = out["albedo"] * out["opacity"] + (1.0 - out["opacity"])  # (H, W, 3) over white
         images.append(torch.nn.functional.avg_pool2d(img.permute(2, 0, 1)[None], 4)[0].permute(1, 2, 0))
