@@ -92,7 +92,7 @@ class FinalExportConfig:
     video_frames: int = 60
     video_resolution: int = 256
     video_modes: tuple[str, ...] = ("rgb", "normal")
-    # "mesh": the turntable shows the exported file (clean normals, ~5x faster); the field is the
+    # "mesh": the turntable shows the exported file (clean normals, 5-10x faster); the field is the
     # fallback when no mesh was written. "field": the soft volume the optimizer saw.
     video_source: Literal["mesh", "field"] = "mesh"
 

@@ -153,7 +153,7 @@ def export_results(trainer, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
             print(f"dream: mesh export skipped: {err} (the checkpoint is kept: scripts/export_mesh.py --workspace {ws.root} retries)", file=sys.stderr)
     if e.video:
         try:
-            # the exported file when there is one (what the user gets, and ~5x faster); else the field
+            # the exported file when there is one (what the user gets, and 5-10x faster); else the field
             source = {"mesh": load_exported_mesh(ws.mesh_dir)} if e.video_source == "mesh" and mesh_written else {"field": field}
             paths = render_turntable(ws.video_dir, cfg.video_config(), bound=field.cfg.bound, progress=not quiet, **source)
             print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir} (from the {next(iter(source))})")
