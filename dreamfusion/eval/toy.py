@@ -144,11 +144,11 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
     if wanted_shape in ("cube", "marked cube") or (wanted_shape is None and shape == "cube"):
         yaw = cube_yaw(pts)
     if wanted_shape == "marked cube":
-        normals = np.asarray(trimesh.Trimesh(verts, mesh.faces, process=False).vertex_normals)
+        upright = trimesh.Trimesh(verts, mesh.faces, vertex_colors=mesh.visual.vertex_colors, process=False)  # +z up
+        normals = np.asarray(upright.vertex_normals)
         marked = count_marked_faces(pts @ _turn(yaw).T, colours, normals @ _turn(yaw).T)
         if colour != "white":  # shows_mark looks for a light patch on a coloured body
-            views = count_mark_views(trimesh.Trimesh(verts, mesh.faces, vertex_colors=mesh.visual.vertex_colors, process=False),
-                                     centre, _turn(yaw))
+            views = count_mark_views(upright, centre, _turn(yaw))
     return ToyEvaluation(shape, colour, distances, marked, yaw, views)
 
 
