@@ -22,7 +22,9 @@ from dreamfusion.config import ConfigError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP_PROMPTS = REPO / "data" / "coco-object-centric-153.txt"
 TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
-               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"), ("seconds", "seconds"), ("status", "run")]
+               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
+               ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
+               ("normal_angle", "normal°"), ("seconds", "seconds"), ("status", "run")]
 CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
                 ("seconds", "seconds"), ("status", "run")]
 
@@ -99,6 +101,7 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
     finally:
         bar.close()
     pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
+    num = lambda v, fmt: "–" if v is None else format(v, fmt)  # noqa: E731
     lines = [f"{summary['assets']} assets ({len(prompts)} prompts × {args.seeds} seeds); {summary['failed']} failed",
              f"shape and colour correct: **{pct(summary['accuracy'])}** (shape {pct(summary['shape_accuracy'])}, "
              f"colour {pct(summary['colour_accuracy'])})",
@@ -107,6 +110,9 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
         lines.append(f"marked cube: mark on exactly one side in {pct(summary['marked_one_side'])} (texture), "
                      f"a light patch seen from exactly one side in {pct(summary['mark_seen_one_side'])} (renders), "
                      f"Janus (either on 2+ sides) in {pct(summary['janus'])}")
+    lines.append(f"geometry against the prompted shape: genus right in {pct(summary['genus_ok'])}, one piece in "
+                 f"{pct(summary['one_component'])}, watertight in {pct(summary['watertight'])}; median surface distance "
+                 f"{num(summary['median_surface_distance'], '.3f')}, median normal angle {num(summary['median_normal_angle'], '.1f')}°")
     md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines, toy_matrix(rows))
     accuracy = {"shape": summary["shape_accuracy"] or 0.0, "colour": summary["colour_accuracy"] or 0.0,
                 "both": summary["accuracy"] or 0.0, **{f"{s}": v or 0.0 for s, v in summary["per_shape_accuracy"].items()}}

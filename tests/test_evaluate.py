@@ -118,6 +118,16 @@ def test_toy_suite_runs_two_prompts_then_reuses_them(tmp_path):
     assert s["assets"] == 2 and s["marked_assets"] == 1 and 0.0 <= s["accuracy"] <= 1.0
     for r in rows:  # a mesh that was exported is judged; a 3-step field may legitimately have none
         assert (r["status"] == "no mesh") or (r["shape"] and r["colour"])
+        if r["status"] != "no mesh":  # and its geometry measured against the prompted shape
+            assert r["genus_ok"] == (r["genus"] == 0) and r["components"] >= r["significant_components"] >= 1
+            assert r["surface_distance"] >= 0.0 and 0.0 <= r["normal_angle"] <= 180.0 and isinstance(r["watertight"], bool)
+    meshed = [r for r in rows if r["status"] != "no mesh"]
+    assert s["genus_ok"] == sum(r["genus_ok"] for r in meshed) / 2  # an asset without a mesh counts as not ok
+    assert s["one_component"] == sum(r["significant_components"] == 1 for r in meshed) / 2
+    assert s["watertight"] == sum(r["watertight"] for r in meshed) / 2
+    assert (s["median_surface_distance"] is None) == (s["median_normal_angle"] is None) == (not meshed)
+    md = (out / "toy_results.md").read_text()
+    assert "| genus | components | distance | normal° |" in md and "geometry against the prompted shape: genus right in" in md
     assert (out / "runs" / "a-red-cube-s0" / "run.json").is_file()
     assert (out / "toy_results.png").stat().st_size > 1000
     assert run(argv) == 0  # the second call reuses both finished workspaces

@@ -1,8 +1,9 @@
 """The evaluation suites behind scripts/evaluate.py.
 
 * toy: every toy-world prompt through dream.py with the bundled prior, each exported mesh judged by
-  the toy evaluator (shape, colour, Janus mark count). Ground truth is exact, so this is the
-  end-to-end check of the whole stack.
+  the toy evaluator (shape, colour, Janus mark count, and geometry against the prompted shape:
+  genus, pieces, closedness, surface distance, normal angle). Ground truth is exact, so this is
+  the end-to-end check of the whole stack.
 * clip: CLIP R-precision as DreamFusion reports it, for runs on real models.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .toy import evaluate_mesh, parse_toy_prompt, score
 from .views import render_views
 
 Progress = Callable[[str], None]  # called with each prompt once its asset is done
+GEOMETRY_KEYS = ("genus", "genus_ok", "watertight", "components", "significant_components", "surface_distance", "normal_angle")
 
 
 def toy_prompts(spec: str) -> list[str]:
@@ -76,7 +78,9 @@ def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequ
 
 def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
               progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
-    """Per-asset rows and a summary: shape / colour / both accuracy, Janus, time per asset."""
+    """Per-asset rows and a summary: shape / colour / both accuracy, Janus, geometry, time per asset.
+
+    The geometry fractions count every asset (one without a mesh is not ok); the medians only those with one."""
     rows, wanted = [], []  # wanted: the prompted shape of each row
     for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress, jobs):
         wanted_shape, _ = parse_toy_prompt(rec.prompt)
@@ -86,7 +90,8 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         if rec.status != "failed":
             try:
                 result = score(rec.prompt, evaluate_mesh(Path(rec.workspace) / "mesh", wanted_shape))
-                row.update({k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus")})
+                row.update({k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus",
+                                                   *GEOMETRY_KEYS)})
             except ExportError as err:  # the run finished but exported no mesh (an empty field)
                 row.update(status="no mesh", message=str(err))
         row.setdefault("shape_ok", False)
@@ -103,6 +108,11 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         "marked_one_side": _fraction([r.get("marked_faces") == 1 for r in marked]),  # in the texture
         "mark_seen_one_side": _fraction([r.get("mark_views") == 1 for r in marked]),  # in renders of the file
         "janus": _fraction([bool(r.get("janus")) for r in marked]),
+        "genus_ok": _fraction([bool(r.get("genus_ok")) for r in rows]),
+        "one_component": _fraction([r.get("significant_components") == 1 for r in rows]),
+        "watertight": _fraction([bool(r.get("watertight")) for r in rows]),
+        "median_surface_distance": _median([r.get("surface_distance") for r in rows]),
+        "median_normal_angle": _median([r.get("normal_angle") for r in rows]),
         "failed": sum(r["status"] in ("failed", "no mesh") for r in rows),
         "median_seconds": _median([r["seconds"] for r in rows]),
         "per_shape_accuracy": {s: _fraction([r["ok"] for r, shape in zip(rows, wanted) if shape == s])

@@ -9,7 +9,9 @@ the mesh so its faces line up with the axes: score distillation leaves cubes at 
 the bundled prior mostly near 45 degrees, where a face-by-axis count would see no face. Counted
 twice: in the texture (white albedo on a face), and in renders of the file from the four faces
 (a light patch inside the body, as `shows_mark` sees the prior's samples), which also catches a
-"mark" carved as a dent or a hole the background shows through.
+"mark" carved as a dent or a hole the background shows through. Geometry (`geometry`): genus,
+pieces and closedness of the mesh, and its surface distance and normal angle to the prompted
+shape once aligned onto it, so a right-looking but riddled mesh shows.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..export import ExportError
 from ..toyworld.classify import nearest_colour, same_shape
 from ..toyworld.scenes import sdf
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES
+from .geometry import geometry_report, true_genus
 
 
 @dataclass
@@ -37,18 +40,24 @@ class ToyEvaluation:
     marked_faces: int | None = None  # marked cube only: faces with a white patch in the texture
     yaw: float | None = None  # degrees in [0, 90): the cube's turn about +z (cubes and marked cubes)
     mark_views: int | None = None  # chromatic marked cube only: face-on renders showing a light patch
+    # geometry (eval.geometry), against the prompted shape (the recognised one when none is given)
+    genus: int | None = None  # of the largest piece
+    watertight: bool | None = None  # the largest piece is closed
+    components: int | None = None  # pieces, floaters included
+    significant_components: int | None = None  # pieces with at least 1% of the area
+    surface_distance: float | None = None  # two-sided mean, world units, after the best similarity about +z
+    normal_angle: float | None = None  # degrees, area-weighted mean against the true normals
 
 
 @functools.lru_cache(maxsize=None)  # the same five point sets serve every evaluated mesh
 def _reference_points(shape: str, n: int = 3000, res: int = 64) -> np.ndarray:
     """Points on the surface of a toy shape (vertices of its marching-cubes mesh, subsampled)."""
-    import mcubes
+    from ..export.mesh import marching_cubes
 
     ax = np.linspace(-0.8, 0.8, res, dtype=np.float32)
     grid = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
     d = sdf(shape, torch.from_numpy(grid)).numpy().reshape(res, res, res)
-    verts, _ = mcubes.marching_cubes(-d, 0.0)
-    verts = verts / (res - 1) * 1.6 - 0.8
+    verts, _ = marching_cubes(-d, 0.0, 0.8)  # -sdf: high inside, like a density
     pick = np.random.default_rng(0).choice(len(verts), min(n, len(verts)), replace=False)
     return verts[pick]
 
@@ -141,15 +150,18 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
     shape = min(distances, key=distances.get)
     colour = nearest_colour(torch.from_numpy(colours).float())
     marked, yaw, views = None, None, None
+    upright = trimesh.Trimesh(verts, mesh.faces, vertex_colors=mesh.visual.vertex_colors, process=False)  # +z up
+    geometry = geometry_report(upright, wanted_shape or shape)
     if wanted_shape in ("cube", "marked cube") or (wanted_shape is None and shape == "cube"):
         yaw = cube_yaw(pts)
     if wanted_shape == "marked cube":
-        upright = trimesh.Trimesh(verts, mesh.faces, vertex_colors=mesh.visual.vertex_colors, process=False)  # +z up
         normals = np.asarray(upright.vertex_normals)
         marked = count_marked_faces(pts @ _turn(yaw).T, colours, normals @ _turn(yaw).T)
         if colour != "white":  # shows_mark looks for a light patch on a coloured body
             views = count_mark_views(upright, centre, _turn(yaw))
-    return ToyEvaluation(shape, colour, distances, marked, yaw, views)
+    return ToyEvaluation(shape, colour, distances, marked, yaw, views, geometry.genus, geometry.watertight,
+                         geometry.components, geometry.significant_components, geometry.surface_distance,
+                         geometry.normal_angle)
 
 
 def parse_toy_prompt(prompt: str) -> tuple[str, str]:
@@ -166,4 +178,5 @@ def parse_toy_prompt(prompt: str) -> tuple[str, str]:
 def score(prompt: str, result: ToyEvaluation) -> dict:
     shape, colour = parse_toy_prompt(prompt)
     return {"prompt": prompt, **asdict(result), "shape_ok": same_shape(result.shape, shape), "colour_ok": result.colour == colour,
-            "janus": None if result.marked_faces is None else max(result.marked_faces, result.mark_views or 0) > 1}
+            "janus": None if result.marked_faces is None else max(result.marked_faces, result.mark_views or 0) > 1,
+            "genus_ok": None if result.genus is None else result.genus == true_genus(shape)}
