@@ -17,12 +17,12 @@ setup(
         "nerfacc>=0.5.3",
         "diffusers>=0.25",
         "transformers>=4.36",
+        "sentencepiece>=0.1.99",  # T5 tokenizers (DeepFloyd IF) are sentencepiece models ...
+        "protobuf>=3.20",  # ... which transformers converts through protobuf
         "imageio>=2.30",
         "imageio-ffmpeg>=0.4.9",
         "trimesh>=4.0",
         "xatlas>=0.0.8",
-        "PyMCubes>=0.1.4",
-        "omegaconf>=2.3",
         "PyYAML>=6",
         "tqdm>=4.60",
         "safetensors>=0.4",

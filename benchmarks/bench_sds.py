@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from dreamfusion.cameras import make_cameras
-from dreamfusion.guidance import GuidanceConfig, PromptEmbeddings, StableDiffusionGuidance, make_guidance
-from dreamfusion.guidance.tiny import save_tiny_latent_model, save_tiny_pixel_model
+from dreamfusion.guidance import GuidanceConfig, make_guidance
+from dreamfusion.guidance.tiny import save_tiny_latent_model, save_tiny_pixel_model, sd21_base_random
 
 
 def time_steps(guidance, batch: int, runs: int, device: torch.device, warmup: int = 2) -> list[float]:
@@ -44,33 +44,6 @@ def time_steps(guidance, batch: int, runs: int, device: torch.device, warmup: in
         if i >= warmup:
             times.append(1000.0 * (time.perf_counter() - start))
     return times
-
-
-def sd21_base_random(device: torch.device) -> StableDiffusionGuidance:
-    """Stable Diffusion 2.1-base's U-Net and VAE, randomly initialised, fp16, on `device`."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-            block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-        )
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        )
-    for module in (unet, vae):
-        module.half().eval().requires_grad_(False)
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    cfg = GuidanceConfig(type="latent", model="random/sd-2-1-base", embedding_cache=None)
-    guidance = StableDiffusionGuidance(cfg, unet, vae, scheduler, device)
-    emb = torch.randn(6, 77, 1024, device=device, dtype=torch.float16)
-    guidance.embeddings = PromptEmbeddings(uncond=emb[0], plain=emb[1], views=emb[2:6])
-    return guidance
 
 
 def main() -> None:

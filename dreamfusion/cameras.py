@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ConfigError, key_of, require_range
+from .utils import random
 
 VIEW_LABELS = ("front", "side", "back", "overhead")
 
@@ -134,7 +135,7 @@ def make_cameras(
 
 def _uniform(lo_hi: tuple[float, float], n: int, generator: torch.Generator | None, device) -> torch.Tensor:
     lo, hi = lo_hi
-    return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+    return lo + (hi - lo) * random.rand((n,), generator, device)
 
 
 def sample_cameras(
@@ -151,9 +152,9 @@ def sample_cameras(
     fovy = _uniform(cfg.fovy_range, batch_size, generator, device)
     center = up_noise = None
     if cfg.center_jitter > 0:
-        center = cfg.center_jitter * torch.randn(batch_size, 3, generator=generator, device=device)
+        center = cfg.center_jitter * random.randn((batch_size, 3), generator, device)
     if cfg.up_jitter > 0:
-        up_noise = cfg.up_jitter * torch.randn(batch_size, 3, generator=generator, device=device)
+        up_noise = cfg.up_jitter * random.randn((batch_size, 3), generator, device)
     return make_cameras(elevation, azimuth, distance, fovy, center, up_noise)
 
 

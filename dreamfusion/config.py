@@ -92,6 +92,9 @@ def build(cls: type[T], data: Mapping[str, Any] | None = None, prefix: str = "")
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
+            renamed = getattr(cls, "RENAMED", {}).get(key)
+            if renamed is not None:
+                raise ConfigError(f"config key '{full}' was renamed: use {key_of(prefix, '')}{renamed}")
             raise ConfigError(f"Unknown config key '{full}'{_suggest(str(key), fields)}")
         kwargs[key] = _coerce(value, hints[key], full)
     obj = cls(**kwargs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -50,6 +50,14 @@ def constant(value: float) -> Schedule:
 
 @dataclass
 class TrainConfig:
+    # Old keys that meant something else than their name says in the peers' configs.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "lambda_opacity": "lambda_opacity_dreamfusion (DreamFusion's sqrt(opacity^2 + 0.01))",
+        "lambda_sparsity": ("lambda_opacity_dreamfusion for threestudio's lambda_sparsity (DreamFusion's "
+                            "sqrt(opacity^2 + 0.01)), or lambda_opacity_mean for the plain mean opacity"),
+        "lambda_entropy": "lambda_opacity_entropy (binary entropy of the opacity; threestudio's lambda_opaque)",
+    }
+
     steps: int = 1000
     batch_size: int = 1
     resolution: int = 64  # render height = width
@@ -59,25 +67,42 @@ class TrainConfig:
     ambient_only_steps: int = 100  # warm-up: albedo lit by ambient light only
     lambertian_prob: float = 0.75  # after warm-up: shaded with this probability ...
     textureless_prob: float = 0.5  # ... of which textureless with this probability
-    lambda_orientation: Schedule = dataclasses.field(default_factory=lambda: Schedule(1e-4, 1e-2, 0, 300))
-    lambda_opacity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # DreamFusion sqrt((sum w)^2 + 0.01)
-    lambda_sparsity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mean opacity
-    lambda_entropy: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # binary entropy of opacity
+    # Regularizers, each named after what it computes (the peers' names disagree; see RENAMED):
+    lambda_orientation: Schedule = dataclasses.field(default_factory=lambda: Schedule(1e-4, 1e-2, 0, 300))  # DreamFusion's orientation loss
+    lambda_opacity_dreamfusion: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mean sqrt(opacity^2 + 0.01): DreamFusion's; threestudio's "sparsity"
+    lambda_opacity_mean: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mean opacity (L1; its gradient is 1 even on empty rays)
+    lambda_opacity_entropy: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # binary entropy of opacity: threestudio's "opaque"
     lambda_normal: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # predicted vs analytic normals
     blob_scale: Schedule = dataclasses.field(default_factory=lambda: constant(1.0))  # fade the density blob
-    progressive_levels: int = 0  # >0: unmask one more hash-grid level every this many steps
+    # Progressive hash grid (smooth analytic normals early, detail later): start with
+    # progressive_start_levels levels, then from step progressive_begin unmask one more every
+    # progressive_levels steps (0: all levels from the start).
+    progressive_levels: int = 0
+    progressive_start_levels: int = 1
+    progressive_begin: int = 0
+    # The field's arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
+    # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
+    field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     max_nonfinite_in_a_row: int = 20
     checkpoint_every: int = 250
     validation_every: int = 100
 
     def validate(self, prefix: str = "") -> None:
-        for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row"):
+        for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row",
+                     "progressive_start_levels"):
             require_positive(prefix, name, getattr(self, name))
-        for name in ("lr_encoding", "lr_network", "lr_background", "ambient_only_steps", "progressive_levels"):
+        for name in ("lr_encoding", "lr_network", "lr_background", "ambient_only_steps", "progressive_levels", "progressive_begin"):
             require_nonnegative(prefix, name, getattr(self, name))
         for name in ("lambertian_prob", "textureless_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")
+
+    def active_levels(self, step: int, n_levels: int) -> int | None:
+        """Hash-grid levels in use at `step` (None: all)."""
+        if self.progressive_levels <= 0:
+            return None
+        added = max(0, step - self.progressive_begin) // self.progressive_levels
+        return min(n_levels, self.progressive_start_levels + added)
 
 
 @dataclass

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, key_of, require_positive
-from ..utils.capabilities import tinycudann_available
+from ..utils.capabilities import failure_reason, tinycudann_available
+from ..utils import random
 
 PRIMES = (1, 2654435761, 805459861)
 # The same primes as int32 bit patterns: int32 multiplication wraps modulo 2^32 like uint32.
@@ -121,9 +122,11 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("dense_sizes", torch.tensor(sizes[: self.n_dense], dtype=torch.int32), persistent=False)
         self.register_buffer("hash_masks", torch.tensor(sizes[self.n_dense :], dtype=torch.int32) - 1, persistent=False)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        table = (torch.rand(sum(sizes), cfg.n_features_per_level, generator=gen) * 2 - 1) * 1e-4
+        table = (random.rand((sum(sizes), cfg.n_features_per_level), gen) * 2 - 1) * 1e-4
         self.table = nn.Parameter(table)
         self.register_buffer("_bits", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
+        # A state dict in tinycudann's layout loads too (one reshape; see TcnnHashGridEncoding).
+        self.register_load_state_dict_pre_hook(lambda m, state, prefix, *_: canonical_table(state, prefix, m.cfg))
 
     @property
     def output_dim(self) -> int:
@@ -165,7 +168,13 @@ class HashGridEncoding(nn.Module):
 
 
 class TcnnHashGridEncoding(nn.Module):
-    """tinycudann's fused HashGrid (CUDA only); float32 output so the rest of the field is unchanged."""
+    """tinycudann's fused HashGrid (CUDA only); float32 output so the rest of the field is unchanged.
+
+    Its state dict holds the same `table` (P, F) as HashGridEncoding's, not tinycudann's flat
+    `encoding.params`: the PyTorch grid copies tinycudann's memory layout (levels one after the
+    other, the F features of an entry contiguous), so the two are one reshape apart and a run
+    trained with either backend loads into the other (see canonical_table).
+    """
 
     def __init__(self, cfg: HashGridConfig, seed: int | None = None):
         super().__init__()
@@ -173,6 +182,8 @@ class TcnnHashGridEncoding(nn.Module):
 
         self.cfg = cfg
         self.encoding = tcnn.Encoding(3, cfg.tcnn_dict(), seed=seed if seed is not None else 1337)
+        self.register_state_dict_post_hook(_tcnn_to_canonical)
+        self.register_load_state_dict_pre_hook(_canonical_to_tcnn)
 
     @property
     def output_dim(self) -> int:
@@ -182,14 +193,50 @@ class TcnnHashGridEncoding(nn.Module):
         return self.encoding(x).float()
 
 
+TCNN_PARAMS = "encoding.params"  # tinycudann's own key, relative to the encoding module
+
+
+def table_size(cfg: HashGridConfig) -> int:
+    """Entries of the concatenated tables (the table's first dimension)."""
+    return sum(level_layout(cfg)[2])
+
+
+def canonical_table(state: dict, prefix: str, cfg: HashGridConfig) -> None:
+    """In place: a state dict in tinycudann's layout (flat `encoding.params`) gets our `table` (P, F).
+
+    Works without tinycudann installed, so a GPU run's checkpoint written by an older version loads
+    on the CPU."""
+    flat = state.pop(prefix + TCNN_PARAMS, None)
+    if flat is None:
+        return
+    expected = table_size(cfg) * cfg.n_features_per_level
+    if flat.numel() != expected:
+        raise ValueError(f"tinycudann parameters hold {flat.numel()} values, this encoding config needs {expected}")
+    state[prefix + "table"] = flat.detach().float().reshape(-1, cfg.n_features_per_level)
+
+
+def _tcnn_to_canonical(module: TcnnHashGridEncoding, state: dict, prefix: str, _meta) -> None:
+    params = state.pop(prefix + TCNN_PARAMS)
+    state[prefix + "table"] = params.float().reshape(-1, module.cfg.n_features_per_level)
+
+
+def _canonical_to_tcnn(module: TcnnHashGridEncoding, state: dict, prefix: str, *_args) -> None:
+    table = state.pop(prefix + "table", None)
+    if table is not None:
+        params = module.encoding.params
+        state[prefix + TCNN_PARAMS] = table.reshape(-1).to(params.dtype)
+
+
 def make_encoding(cfg: HashGridConfig, device: torch.device | str = "cpu", backend: str = "auto", seed: int | None = None) -> nn.Module:
-    """The tinycudann encoding when it imports and the device is CUDA (backend 'auto'), else PyTorch."""
+    """tinycudann's encoding when the device is CUDA and tinycudann passes its probe (backend 'auto'),
+    else PyTorch's. Both have the same state dict."""
     device = torch.device(device)
     if backend not in ("auto", "torch", "tcnn"):
         raise ConfigError(f"field.encoding_backend must be 'auto', 'torch' or 'tcnn', got {backend!r}")
+    if backend == "tcnn" and (device.type != "cuda" or not tinycudann_available()):
+        why = failure_reason("tinycudann") or "it needs a CUDA device"
+        raise ConfigError(f"field.encoding_backend 'tcnn' cannot be used: {why} (see README's GPU section, or use 'auto')")
     use_tcnn = backend == "tcnn" or (backend == "auto" and device.type == "cuda" and tinycudann_available())
     if use_tcnn:
-        if device.type != "cuda" or not tinycudann_available():
-            raise ConfigError("field.encoding_backend 'tcnn' needs CUDA and an installed tinycudann (see README)")
         return TcnnHashGridEncoding(cfg, seed).to(device)
     return HashGridEncoding(cfg, seed).to(device)

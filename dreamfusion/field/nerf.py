@@ -66,6 +66,11 @@ class FieldOutput:
     normal: torch.Tensor | None = None  # (N, 3) unit, the configured normal type
     predicted_normal: torch.Tensor | None = None  # (N, 3) unit, from the normal head
 
+    def float(self) -> "FieldOutput":
+        """The same values in float32 (a no-op for a float32 field)."""
+        cast = lambda t: None if t is None else t.float()  # noqa: E731
+        return FieldOutput(cast(self.density), cast(self.albedo), cast(self.normal), cast(self.predicted_normal))
+
 
 class NeRFField(nn.Module):
     def __init__(self, cfg: FieldConfig, device: torch.device | str = "cpu", seed: int | None = None):

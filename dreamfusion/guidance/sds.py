@@ -21,6 +21,8 @@ from typing import Callable, Literal, Optional
 
 import torch
 
+from ..utils import random
+
 Weighting = Literal["sds", "uniform", "fantasia3d"]
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
@@ -70,15 +72,12 @@ def sample_timesteps(
     t_max = max(t_max_at(step, t_range[1], schedule), t_min)
     lo = min(int(round(num_train_timesteps * t_min)), num_train_timesteps - 1)
     hi = min(max(int(round(num_train_timesteps * t_max)), lo), num_train_timesteps - 1)
-    gen_device = generator.device if generator is not None else device
-    t = torch.randint(lo, hi + 1, (batch,), generator=generator, device=gen_device)
-    return t.to(device)
+    return random.randint(lo, hi + 1, (batch,), generator, device)
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Gaussian noise shaped like x, drawn on the generator's device (a CPU generator works for CUDA x)."""
-    gen_device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x.device, x.dtype)
+    return random.randn(x.shape, generator, x.device, torch.float32).to(x.dtype)
 
 
 # ---- pieces of the formula ---------------------------------------------------------------------

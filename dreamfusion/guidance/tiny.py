@@ -3,6 +3,9 @@
 They take exactly the `from_pretrained` path a real checkpoint takes, so tests exercise the loading,
 prompt and SDS code end to end in a second, without downloading anything. The pixel folder also
 documents the bundled prior's layout: unet/, scheduler/, text_encoder/ (CLIPTextModel), tokenizer/.
+`save_tiny_if_model` is DeepFloyd IF stage I's layout and architecture in miniature: a T5 encoder
+whose tokenizer is a real sentencepiece model (spiece.model, trained here on a few sentences), so
+IF's tokenizer path (sentencepiece + protobuf) is exercised exactly as the Hub's folder is loaded.
 """
 from __future__ import annotations
 
@@ -28,6 +31,34 @@ def tiny_tokenizer(max_tokens: int = MAX_TOKENS):
         (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
         (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
         return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=max_tokens)
+
+
+# What the sentencepiece model of the tiny T5 tokenizer is trained on: the words our prompts use.
+SPM_SENTENCES = [
+    "a red cube, front view", "a blue sphere, side view", "a green torus, back view", "an orange cone, overhead view",
+    "a yellow cylinder", "a purple marked cube", "a white cube", "a DSLR photo of a corgi", "a zoomed out photo of a hamburger",
+]
+
+
+def save_tiny_t5_tokenizer(folder: str | Path, vocab_size: int = 64) -> Path:
+    """IF's tokenizer/ folder in miniature: spiece.model (a unigram sentencepiece model trained on
+    SPM_SENTENCES) and a tokenizer_config.json naming T5Tokenizer, as DeepFloyd's Hub folders do."""
+    import io
+
+    import sentencepiece
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_SENTENCES * 8), model_writer=model, vocab_size=vocab_size, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+    )
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    config = {"tokenizer_class": "T5Tokenizer", "model_max_length": 77, "extra_ids": 0,
+              "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    return folder
 
 
 def tiny_text_encoder(vocab_size: int, max_tokens: int = MAX_TOKENS):
@@ -63,6 +94,47 @@ def tiny_unet(in_channels: int, sample_size: int, out_channels: int | None = Non
     )
 
 
+def if_unet(sample_size: int = 64, widths: tuple[int, ...] = (32, 64), text_dim: int = TEXT_DIM, layers_per_block: int = 1,
+            head_dim: int = 8):
+    """DeepFloyd IF stage I's U-Net architecture (diffusers' IF blocks: simple cross-attention with
+    added K/V, a projection of the T5 states, text-pooled time embedding, learned variance: 6 output
+    channels), at the given widths. The defaults are tiny; the GPU check uses IF-like widths."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(widths)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=3, out_channels=6, layers_per_block=layers_per_block, block_out_channels=widths,
+        down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (n - 1),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=("SimpleCrossAttnUpBlock2D",) * (n - 1) + ("ResnetUpsampleBlock2D",),
+        cross_attention_dim=widths[-1], encoder_hid_dim=text_dim, attention_head_dim=head_dim,
+        addition_embed_type="text", addition_embed_type_num_heads=2, cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift", act_fn="gelu",
+    )
+
+
+def if_scheduler():
+    """IF stage I's scheduler settings (cosine betas, learned-range variance)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(beta_schedule="squaredcos_cap_v2", variance_type="learned_range", prediction_type="epsilon",
+                         thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.0)
+
+
+def save_tiny_if_model(folder: str | Path, sample_size: int = 16, seed: int = 0) -> Path:
+    """An IF-stage-I folder (unet/, scheduler/, text_encoder/ T5, tokenizer/ sentencepiece)."""
+    from transformers import AutoTokenizer, T5Config
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    save_tiny_t5_tokenizer(folder / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), config=T5Config())  # needs sentencepiece
+    tiny_t5_encoder(len(tokenizer)).save_pretrained(str(folder / "text_encoder"))
+    if_unet(sample_size).save_pretrained(str(folder / "unet"))
+    if_scheduler().save_pretrained(str(folder / "scheduler"))
+    return folder
+
+
 def tiny_vae(blocks: tuple[int, ...] = (8, 16)):
     from diffusers import AutoencoderKL
 
@@ -70,6 +142,53 @@ def tiny_vae(blocks: tuple[int, ...] = (8, 16)):
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=blocks, layers_per_block=1, norm_num_groups=4,
         down_block_types=("DownEncoderBlock2D",) * len(blocks), up_block_types=("UpDecoderBlock2D",) * len(blocks),
     )
+
+
+def sd21_base_random(device: torch.device | str):  # -> StableDiffusionGuidance
+    """Stable Diffusion 2.1-base's U-Net and VAE, randomly initialised, fp16, on `device`."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from . import GuidanceConfig, PromptEmbeddings, StableDiffusionGuidance
+
+    device = torch.device(device)
+
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        )
+    for module in (unet, vae):
+        module.half().eval().requires_grad_(False)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    cfg = GuidanceConfig(type="latent", model="random/sd-2-1-base", embedding_cache=None)
+    guidance = StableDiffusionGuidance(cfg, unet, vae, scheduler, device)
+    emb = torch.randn(6, 77, 1024, device=device, dtype=torch.float16)
+    guidance.embeddings = PromptEmbeddings(uncond=emb[0], plain=emb[1], views=emb[2:6])
+    return guidance
+
+
+def if_stage1_random(device: torch.device | str, widths: tuple[int, ...] = (192, 384, 576, 768), text_dim: int = 4096):
+    """A PixelGuidance with DeepFloyd IF stage I's U-Net architecture (IF blocks, T5-XXL-sized text
+    states, learned variance) at IF-I-M-like widths, randomly initialised, fp16: the GPU check's IF step."""
+    from . import GuidanceConfig, PixelGuidance, PromptEmbeddings
+
+    device = torch.device(device)
+    with torch.device(device):
+        unet = if_unet(64, widths, text_dim=text_dim, layers_per_block=2, head_dim=64)
+    unet.half().eval().requires_grad_(False)
+    cfg = GuidanceConfig(type="pixel", model="random/if-stage-1", embedding_cache=None)
+    guidance = PixelGuidance(cfg, unet, if_scheduler(), device)
+    emb = torch.randn(6, 77, text_dim, device=device, dtype=torch.float16)
+    guidance.embeddings = PromptEmbeddings(uncond=emb[0], plain=emb[1], views=emb[2:6])
+    return guidance
 
 
 def save_tiny_latent_model(folder: str | Path, sample_size: int = 16, vae_blocks: tuple[int, ...] = (8, 16), seed: int = 0) -> Path:

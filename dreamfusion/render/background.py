@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, key_of
+from ..utils import random
 
 
 @dataclass
@@ -51,9 +52,9 @@ class Background(nn.Module):
         if self.cfg.type in ("random", "random_grey"):
             b = dirs.shape[0]
             if self.cfg.type == "random":
-                c = torch.rand(b, 1, 1, 3, generator=generator, dtype=dirs.dtype)
+                c = random.rand((b, 1, 1, 3), generator, dirs.device, dirs.dtype)
             else:
                 lo, hi = self.cfg.grey_range
-                c = (lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator, dtype=dirs.dtype)).expand(b, 1, 1, 3)
-            return c.to(dirs.device).expand_as(dirs)
+                c = (lo + (hi - lo) * random.rand((b, 1, 1, 1), generator, dirs.device, dirs.dtype)).expand(b, 1, 1, 3)
+            return c.expand_as(dirs)
         return self.color.to(dirs).expand_as(dirs)

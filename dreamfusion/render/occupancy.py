@@ -8,6 +8,8 @@ The renderer uses it twice: to tighten each ray's [near, far] to the occupied sp
 field evaluations at samples in empty cells.
 
 `NerfaccOccupancy` wraps nerfacc's OccGridEstimator for CUDA, where its kernels do the same job.
+Both save the same state (`density` (R, R, R), `occupied` (R, R, R) bool, `updates`), so a
+checkpoint trained with nerfacc on a GPU renders with the PyTorch grid on a CPU and back.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, key_of, require_positive
+from ..utils import random
 
 DensityFn = Callable[[torch.Tensor], torch.Tensor]  # (N, 3) world points → (N,) density
 
@@ -54,6 +57,8 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("density", torch.zeros(r, r, r))
         self.register_buffer("occupied", torch.ones(r, r, r, dtype=torch.bool))  # all on until the first update
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.ready = False  # updated at least once (a Python flag: reading `updates` would sync a GPU)
+        self.register_load_state_dict_post_hook(_mark_ready)
 
     def cell_centers(self) -> torch.Tensor:
         r = self.cfg.resolution
@@ -70,23 +75,24 @@ class OccupancyGrid(nn.Module):
             cells = torch.arange(n_cells, device=self.density.device)
         else:
             occupied = self.occupied.view(-1).nonzero().squeeze(-1)
-            rand = torch.randint(0, n_cells, (n_cells // 4,), generator=generator, device="cpu").to(self.density.device)
+            rand = random.randint(0, n_cells, (n_cells // 4,), generator, self.density.device)
             cells = torch.unique(torch.cat([occupied, rand]))
         centers = self.cell_centers()[cells]
         cell = 2 * self.bound / r
-        jitter = (torch.rand(centers.shape, generator=generator, device="cpu").to(centers) - 0.5) * cell
+        jitter = (random.rand(centers.shape, generator, centers.device, centers.dtype) - 0.5) * cell
         pts = (centers + jitter).clamp(-self.bound, self.bound)
         fresh = torch.cat([density_fn(p) for p in pts.split(chunk)])
         flat = self.density.view(-1)
         flat.mul_(cfg.decay)
         flat[cells] = torch.maximum(flat[cells], fresh.float().nan_to_num(0.0))
-        threshold = min(cfg.alpha_threshold / self.render_step, flat.mean().item())
+        threshold = flat.mean().clamp(max=cfg.alpha_threshold / self.render_step)  # a tensor: no host sync
         occ = (self.density > threshold).float()
         if cfg.dilate > 0:
             k = 2 * cfg.dilate + 1
             occ = F.max_pool3d(occ[None, None], kernel_size=k, stride=1, padding=cfg.dilate)[0, 0]
         self.occupied.copy_(occ > 0)
         self.updates += 1
+        self.ready = True
 
     def query(self, points: torch.Tensor) -> torch.Tensor:
         """Occupancy (N,) bool of world points (N, 3); points outside the box are empty."""
@@ -101,8 +107,12 @@ class OccupancyGrid(nn.Module):
         return self.occupied.float().mean().item()
 
 
+def _mark_ready(module: nn.Module, _incompatible) -> None:
+    module.ready = bool(module.updates.item() > 0)
+
+
 class NerfaccOccupancy(nn.Module):
-    """nerfacc's OccGridEstimator (CUDA kernels; imported lazily)."""
+    """nerfacc's OccGridEstimator (CUDA kernels; imported lazily), saved in OccupancyGrid's layout."""
 
     def __init__(self, cfg: OccupancyConfig, bound: float, render_step: float):
         super().__init__()
@@ -111,17 +121,47 @@ class NerfaccOccupancy(nn.Module):
         self.cfg, self.bound, self.render_step = cfg, bound, render_step
         aabb = torch.tensor([-bound, -bound, -bound, bound, bound, bound], dtype=torch.float32)
         self.estimator = OccGridEstimator(roi_aabb=aabb, resolution=cfg.resolution, levels=1)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_state_dict_post_hook(_nerfacc_to_canonical)
+        self.register_load_state_dict_pre_hook(_canonical_to_nerfacc)
 
     @torch.no_grad()
     def update(self, density_fn: DensityFn, step: int, generator: torch.Generator | None = None, chunk: int = 65536) -> None:
-        self.estimator.update_every_n_steps(
-            step=step,
-            occ_eval_fn=lambda x: density_fn(x) * self.render_step,
-            occ_thre=self.cfg.alpha_threshold,
-            ema_decay=self.cfg.decay,
-            warmup_steps=self.cfg.warmup_steps,
-            n=1,  # the caller already decides when to refresh
-        )
+        training = self.estimator.training
+        self.estimator.train()  # nerfacc refuses updates in eval mode; a render for a demo may still want one
+        try:
+            self.estimator.update_every_n_steps(
+                step=step,
+                occ_eval_fn=lambda x: density_fn(x) * self.render_step,
+                occ_thre=self.cfg.alpha_threshold,
+                ema_decay=self.cfg.decay,
+                warmup_steps=self.cfg.warmup_steps,
+                n=1,  # the caller already decides when to refresh
+            )
+        finally:
+            self.estimator.train(training)
+        self.updates += 1
 
     def occupied_fraction(self) -> float:
         return self.estimator.binaries.float().mean().item()
+
+
+# nerfacc keeps alpha (density x render step) per cell in `occs` and the mask in `binaries` (levels, R, R, R),
+# cells in the same x-major order as OccupancyGrid; `resolution` and `aabbs` follow from the config.
+def _nerfacc_to_canonical(module: NerfaccOccupancy, state: dict, prefix: str, _meta) -> None:
+    est, r = prefix + "estimator.", module.cfg.resolution
+    occs = state.pop(est + "occs")
+    state[prefix + "density"] = (occs / module.render_step).reshape(r, r, r).float()
+    state[prefix + "occupied"] = state.pop(est + "binaries").reshape(r, r, r)
+    for key in ("resolution", "aabbs"):
+        state.pop(est + key, None)
+
+
+def _canonical_to_nerfacc(module: NerfaccOccupancy, state: dict, prefix: str, *_args) -> None:
+    est = module.estimator
+    if prefix + "density" in state:
+        state[prefix + "estimator.occs"] = (state.pop(prefix + "density").reshape(-1) * module.render_step).to(est.occs.dtype)
+    if prefix + "occupied" in state:
+        state[prefix + "estimator.binaries"] = state.pop(prefix + "occupied").reshape(est.binaries.shape)
+    state.setdefault(prefix + "estimator.resolution", est.resolution)
+    state.setdefault(prefix + "estimator.aabbs", est.aabbs)

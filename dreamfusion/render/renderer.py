@@ -18,7 +18,7 @@ from torch import nn
 from ..cameras import Cameras, generate_rays
 from ..config import ConfigError, require_positive
 from ..field.nerf import NeRFField, NormalType
-from ..utils.capabilities import nerfacc_cuda_available
+from ..utils.capabilities import failure_reason, nerfacc_cuda_available
 from .background import Background
 from .occupancy import NerfaccOccupancy, OccupancyConfig, OccupancyGrid
 from .shading import shade
@@ -57,6 +57,22 @@ class RenderOutput:
     sample_dirs: torch.Tensor  # (N, 3) unit view directions
 
 
+def choose_backend(cfg: RenderConfig, device: torch.device) -> str:
+    """'nerfacc' or 'dense'. 'auto' takes nerfacc on CUDA when its kernels pass their probe
+    (capabilities.py), else the dense PyTorch sampler; asking for nerfacc where it cannot run is an error."""
+    if cfg.backend == "dense":
+        return "dense"
+    if cfg.backend == "auto":
+        usable = device.type == "cuda" and cfg.occupancy.enabled and nerfacc_cuda_available()
+        return "nerfacc" if usable else "dense"
+    if not cfg.occupancy.enabled:
+        raise ConfigError("render.backend 'nerfacc' needs render.occupancy.enabled: true")
+    if device.type != "cuda" or not nerfacc_cuda_available():
+        why = failure_reason("nerfacc") or "it needs a CUDA device"
+        raise ConfigError(f"render.backend 'nerfacc' cannot be used: {why}; use 'dense' or 'auto'")
+    return "nerfacc"
+
+
 class VolumeRenderer(nn.Module):
     def __init__(self, field: NeRFField, background: Background, cfg: RenderConfig):
         super().__init__()
@@ -64,14 +80,7 @@ class VolumeRenderer(nn.Module):
         bound = field.cfg.bound
         self.render_step = 2 * bound * math.sqrt(3) / cfg.n_samples
         device = next(field.parameters()).device
-        backend = cfg.backend
-        if backend == "auto":
-            backend = "nerfacc" if device.type == "cuda" and nerfacc_cuda_available() and cfg.occupancy.enabled else "dense"
-        if backend == "nerfacc" and (device.type != "cuda" or not nerfacc_cuda_available()):
-            raise ConfigError("render.backend 'nerfacc' needs CUDA and nerfacc; use 'dense' or 'auto'")
-        if backend == "nerfacc" and not cfg.occupancy.enabled:
-            raise ConfigError("render.backend 'nerfacc' needs render.occupancy.enabled: true")
-        self.backend = backend
+        self.backend = backend = choose_backend(cfg, device)
         self.occupancy: OccupancyGrid | NerfaccOccupancy | None = None
         if cfg.occupancy.enabled:
             grid_cls = NerfaccOccupancy if backend == "nerfacc" else OccupancyGrid
@@ -95,7 +104,7 @@ class VolumeRenderer(nn.Module):
         """Stratified samples across the box, those in empty cells dropped; packed samples + dense mask."""
         bound, s = self.field.cfg.bound, self.cfg.n_samples
         near, far, hit = ray_box_intersection(origins, dirs, bound)
-        grid = self.occupancy if isinstance(self.occupancy, OccupancyGrid) and self.occupancy.updates.item() > 0 else None
+        grid = self.occupancy if isinstance(self.occupancy, OccupancyGrid) and self.occupancy.ready else None
         t, deltas = stratified_samples(near, far, s, jitter, generator)  # (R, S)
         mask = hit.unsqueeze(-1).expand_as(t)
         if grid is not None:
@@ -152,6 +161,7 @@ class VolumeRenderer(nn.Module):
         pts = origins[ray_idx] + t.unsqueeze(-1) * d
         need_normals = compute_normals or shading != "albedo"
         out = self.field(pts, normals=(normals or self.field.cfg.normal_type) if need_normals else None)
+        out = out.float()  # a field autocast to bf16/fp16 (train.field_precision) composites in fp32
         # Compositing weights per packed sample.
         if dense is not None:
             t_dense, deltas_dense, mask = dense

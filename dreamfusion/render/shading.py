@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import key_of, require_range, ConfigError
+from ..utils import random
 
 ShadingMode = Literal["albedo", "lambertian", "textureless"]
 SHADING_MODES: tuple[str, ...] = ("albedo", "lambertian", "textureless")
@@ -35,10 +36,10 @@ class LightConfig:
 def sample_lights(cfg: LightConfig, camera_positions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Point-light positions (B, 3): direction ~ N(camera direction, perturb^2 I), distance ~ U(range)."""
     b = camera_positions.shape[0]
-    noise = torch.randn(b, 3, generator=generator, device=camera_positions.device) * cfg.position_perturb
+    noise = random.randn((b, 3), generator, camera_positions.device) * cfg.position_perturb
     direction = F.normalize(F.normalize(camera_positions, dim=-1) + noise, dim=-1)
     lo, hi = cfg.distance_range
-    dist = lo + (hi - lo) * torch.rand(b, 1, generator=generator, device=camera_positions.device)
+    dist = lo + (hi - lo) * random.rand((b, 1), generator, camera_positions.device)
     return direction * dist
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ..utils import random
+
 
 def ray_box_intersection(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Entry/exit distances (R,) of rays (R, 3) with the box [-bound, bound]^3, and a hit mask (R,)."""
@@ -24,7 +26,7 @@ def stratified_samples(near: torch.Tensor, far: torch.Tensor, n_samples: int, ji
     """Sample distances (R, S) (one per equal bin, jittered inside it when training) and bin widths (R, S)."""
     bins = torch.arange(n_samples, device=near.device, dtype=near.dtype)
     if jitter:
-        u = torch.rand(near.shape[0], n_samples, generator=generator, device=near.device, dtype=near.dtype)
+        u = random.rand((near.shape[0], n_samples), generator, near.device, near.dtype)
     else:
         u = torch.full((near.shape[0], n_samples), 0.5, device=near.device, dtype=near.dtype)
     step = ((far - near) / n_samples).unsqueeze(-1)  # (R, 1)

@@ -17,6 +17,7 @@ import torch
 from ..cameras import make_cameras, sample_cameras
 from ..guidance.camera_conditioning import camera_features, camera_harmonics
 from ..guidance.loading import encode_texts
+from ..utils import random
 from .dataset import TOY_CAMERAS, TOY_LIGHTS
 from .scenes import ToyRenderConfig, render_object
 from .vocabulary import caption
@@ -34,8 +35,8 @@ def _denoising_errors(unet, x: torch.Tensor, cond: torch.Tensor, cams_features: 
     for band, (lo, hi) in T_BANDS.items():
         err = 0.0
         for _ in range(draws):
-            t = torch.randint(int(lo * n_t), int(hi * n_t), (x.shape[0],), generator=gen)
-            noise = torch.randn(x.shape, generator=gen)
+            t = random.randint(int(lo * n_t), int(hi * n_t), (x.shape[0],), gen, x.device)
+            noise = random.randn(x.shape, gen, x.device)
             a = alphas_cumprod[t].view(-1, 1, 1, 1)
             eps = unet(a.sqrt() * x + (1 - a).sqrt() * noise, t, encoder_hidden_states=cond, class_labels=cams_features).sample
             err += ((eps - noise) ** 2).mean().item() / draws

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..cameras import CameraConfig, Cameras, generate_rays, sample_cameras
 from ..render.shading import LightConfig, sample_lights, shade
+from ..utils import random
 from .vocabulary import ALL_SHAPES, COLOURS, MARK_COLOUR, MARK_COLOUR_ON_WHITE
 
 
@@ -88,14 +89,14 @@ def render_object(
     hit = sdf(shape, p) < 2e-3
     lights = sample_lights(light_cfg, cameras.position, generator)
     light_per_ray = lights.view(b, 1, 3).expand(b, res * res, 3).reshape(-1, 3)
-    shaded = torch.rand(b, generator=generator) < cfg.lambertian_prob
+    shaded = random.rand((b,), generator, p.device) < cfg.lambertian_prob
     mode_per_ray = shaded.view(b, 1).expand(b, res * res).reshape(-1)
     a = albedo(shape, colour, p)
     n = _sdf_normal(shape, p)
     lit = shade("lambertian", a, n, p, light_per_ray, light_cfg.ambient, light_cfg.diffuse)
     color = torch.where(mode_per_ray.unsqueeze(-1), lit, a)
     lo, hi = cfg.background_grey_range
-    grey = lo + (hi - lo) * torch.rand(b, generator=generator)
+    grey = lo + (hi - lo) * random.rand((b,), generator, p.device)
     bg = grey.view(b, 1).expand(b, res * res).reshape(-1, 1).expand(-1, 3)
     img = torch.where(hit.unsqueeze(-1), color, bg).view(b, res, res, 3)
     mask = hit.float().view(b, 1, res, res)

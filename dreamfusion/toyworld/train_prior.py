@@ -23,6 +23,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import ConfigError
 from ..guidance.camera_conditioning import camera_features
 from ..guidance.loading import encode_texts
+from ..utils import random
 from . import prior
 from .dataset import make_dataset
 from .vocabulary import vocabulary
@@ -85,14 +86,14 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     bar = tqdm(total=cfg.steps, initial=step, desc="training toy prior", disable=not progress)
     while step < cfg.steps:
         start = time.time()
-        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        idx = random.randint(0, n, (cfg.batch_size,), gen)
         x0 = data.images[idx]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        noise = random.randn(x0.shape, gen)
+        t = random.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), gen)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        drop_text = torch.rand(cfg.batch_size, generator=gen) < cfg.text_dropout
-        keep_cam = torch.rand(cfg.batch_size, generator=gen) >= cfg.camera_dropout
+        drop_text = random.rand((cfg.batch_size,), gen) < cfg.text_dropout
+        keep_cam = random.rand((cfg.batch_size,), gen) >= cfg.camera_dropout
         captions = ["" if d else data.captions[i] for d, i in zip(drop_text.tolist(), idx.tolist())]
         # The text encoder stays at its seeded initialisation: encode_texts runs without gradients, and the
         # U-Net's cross-attention learns to read these fixed, distinct word features. The shipped weights

@@ -1,0 +1,20 @@
+"""Test-suite settings: the `cuda` marker.
+
+Tests marked `cuda` run the real GPU flows at small sizes (benchmarks/gpu_check.sh runs them on a
+GPU machine); without a CUDA device they are skipped, saying why.
+"""
+import pytest
+import torch
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one; benchmarks/gpu_check.sh runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run benchmarks/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
