@@ -9,7 +9,24 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["dreamfusion", "dreamfusion.*"]),
+    # The recipes, the bundled prior and the prompt lists travel inside the package (dreamfusion/paths.py
+    # finds them there when installed, in the repository's top-level folders otherwise).
+    packages=find_packages(include=["dreamfusion", "dreamfusion.*"]) + ["dreamfusion.configs", "dreamfusion.assets", "dreamfusion.data"],
+    package_dir={"dreamfusion.configs": "configs", "dreamfusion.assets": "assets", "dreamfusion.data": "data"},
+    package_data={
+        "dreamfusion.configs": ["*.yaml"],
+        "dreamfusion.assets": ["toy_prior/*.json", "toy_prior/*/*.json", "toy_prior/*/*.safetensors"],
+        "dreamfusion.data": ["*.txt", "*.md"],
+    },
+    entry_points={"console_scripts": [
+        "dreamfusion-dream = dreamfusion.cli.dream:console_main",
+        "dreamfusion-export = dreamfusion.cli.export_mesh:console_main",
+        "dreamfusion-video = dreamfusion.cli.render_video:console_main",
+        "dreamfusion-evaluate = dreamfusion.cli.evaluate:console_main",
+        "dreamfusion-demo = dreamfusion.cli.render_demo:console_main",
+        "dreamfusion-train-prior = dreamfusion.cli.train_toy_prior:console_main",
+        "dreamfusion-check-prior = dreamfusion.cli.check_toy_prior:console_main",
+    ]},
     install_requires=[
         # torch is deliberately unpinned here; install the build for your machine first (README).
         "torch>=2.1",

@@ -14,16 +14,10 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from .cameras import CameraConfig
 from .config import ConfigError, build, key_of, require_nonnegative, require_positive
-from .field.nerf import FieldConfig
 from .guidance.config import GuidanceConfig
-from .render.background import BackgroundConfig
-from .render.renderer import RenderConfig
-from .render.shading import LightConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy.yaml"
+from .paths import DEFAULT_OUTPUTS, bundled, data_dir, default_config  # noqa: F401 (DEFAULT_OUTPUTS re-exported)
+from .scene import SceneConfig
 
 
 @dataclass
@@ -49,7 +43,35 @@ def constant(value: float) -> Schedule:
 
 
 @dataclass
-class TrainConfig:
+class LoopConfig:
+    """What the training loop of every stage reads: length, batch, render size, shading, cadence."""
+
+    steps: int = 1000
+    batch_size: int = 1
+    resolution: int = 64  # render height = width
+    ambient_only_steps: int = 100  # warm-up: albedo lit by ambient light only
+    lambertian_prob: float = 0.75  # after warm-up: shaded with this probability ...
+    textureless_prob: float = 0.5  # ... of which textureless with this probability
+    # The networks' arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
+    # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
+    field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    max_nonfinite_in_a_row: int = 20
+    checkpoint_every: int = 250
+    validation_every: int = 100
+
+    def validate(self, prefix: str = "") -> None:
+        for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row"):
+            require_positive(prefix, name, getattr(self, name))
+        require_nonnegative(prefix, "ambient_only_steps", self.ambient_only_steps)
+        for name in ("lambertian_prob", "textureless_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """The coarse NeRF stage: learning rates, DreamFusion's regularizers, the field's schedules."""
+
     # Old keys that meant something else than their name says in the peers' configs.
     RENAMED: ClassVar[dict[str, str]] = {
         "lambda_opacity": "lambda_opacity_dreamfusion (DreamFusion's sqrt(opacity^2 + 0.01))",
@@ -58,15 +80,9 @@ class TrainConfig:
         "lambda_entropy": "lambda_opacity_entropy (binary entropy of the opacity; threestudio's lambda_opaque)",
     }
 
-    steps: int = 1000
-    batch_size: int = 1
-    resolution: int = 64  # render height = width
     lr_encoding: float = 1e-2
     lr_network: float = 1e-3
     lr_background: float = 1e-3
-    ambient_only_steps: int = 100  # warm-up: albedo lit by ambient light only
-    lambertian_prob: float = 0.75  # after warm-up: shaded with this probability ...
-    textureless_prob: float = 0.5  # ... of which textureless with this probability
     # Regularizers, each named after what it computes (the peers' names disagree; see RENAMED):
     lambda_orientation: Schedule = dataclasses.field(default_factory=lambda: Schedule(1e-4, 1e-2, 0, 300))  # DreamFusion's orientation loss
     lambda_opacity_dreamfusion: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mean sqrt(opacity^2 + 0.01): DreamFusion's; threestudio's "sparsity"
@@ -80,22 +96,12 @@ class TrainConfig:
     progressive_levels: int = 0
     progressive_start_levels: int = 1
     progressive_begin: int = 0
-    # The field's arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
-    # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
-    field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    max_nonfinite_in_a_row: int = 20
-    checkpoint_every: int = 250
-    validation_every: int = 100
 
     def validate(self, prefix: str = "") -> None:
-        for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row",
-                     "progressive_start_levels"):
-            require_positive(prefix, name, getattr(self, name))
-        for name in ("lr_encoding", "lr_network", "lr_background", "ambient_only_steps", "progressive_levels", "progressive_begin"):
+        super().validate(prefix)
+        require_positive(prefix, "progressive_start_levels", self.progressive_start_levels)
+        for name in ("lr_encoding", "lr_network", "lr_background", "progressive_levels", "progressive_begin"):
             require_nonnegative(prefix, name, getattr(self, name))
-        for name in ("lambertian_prob", "textureless_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")
 
     def active_levels(self, step: int, n_levels: int) -> int | None:
         """Hash-grid levels in use at `step` (None: all)."""
@@ -128,16 +134,14 @@ class FinalExportConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(SceneConfig):
+    """A run: the scene sections (SceneConfig's field, background, render, camera, light: declared
+    once, in scene.py, with their top-level YAML keys) plus the prompt, guidance, training and export."""
+
     prompt: str = ""
     negative_prompt: str = ""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)
-    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
-    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
-    light: LightConfig = dataclasses.field(default_factory=LightConfig)
     guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: FinalExportConfig = dataclasses.field(default_factory=FinalExportConfig)
@@ -201,14 +205,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_model_path(data: dict[str, Any]) -> None:
-    """A relative local model folder in a config is relative to the repository (e.g. assets/toy_prior)."""
+    """A relative model folder becomes absolute: relative to the current folder when it exists there,
+    else the bundled copy (guidance.model: assets/toy_prior), wherever the command runs from. Hub
+    ids ('org/name') exist in neither place and stay as they are."""
     model = data.get("guidance", {}).get("model")
-    if isinstance(model, str) and model and not Path(model).is_absolute() and (REPO_ROOT / model).exists() and not Path(model).exists():
-        data["guidance"]["model"] = str(REPO_ROOT / model)
+    if isinstance(model, str) and model and not Path(model).is_absolute():
+        found = Path(model).resolve() if Path(model).exists() else bundled(model)
+        if found is not None:  # absolute, so the workspace's config.yaml works from any folder
+            data["guidance"]["model"] = str(found)
+
+
+def config_path(path: str | Path | None) -> Path:
+    """The YAML file a --config names: a path, or a bundled recipe ('configs/toy.yaml', or just 'toy')."""
+    if path is None:
+        return default_config()
+    path = Path(path)
+    if path.exists():
+        return path
+    found = bundled(path) or (bundled(Path("configs") / f"{path.name}.yaml") if path.suffix == "" and len(path.parts) == 1 else None)
+    return found or path  # a missing file is reported by read_yaml
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None) -> RunConfig:
-    data = read_yaml(path or DEFAULT_CONFIG)
+    data = read_yaml(config_path(path))
     for key, value in (extra or {}).items():
         data[key] = value
     apply_overrides(data, list(overrides or []))

@@ -1,9 +1,11 @@
-"""The optimization loop: random cameras → shaded renders → SDS + regularizers → Adam.
+"""The optimization loop of a stage: random cameras → shaded renders → SDS + regularizers → Adam.
 
-One `Trainer` holds the scene, the guidance and the optimizer; `run()` steps until the configured
-count, writing metrics every step, validation strips and checkpoints periodically. All randomness
-flows from one seeded generator whose state is checkpointed, so a resumed CPU run ends in the same
-state as an uninterrupted one.
+A `Stage` bundles what one stage trains (a representation.Representation: the coarse NeRF, the
+fine DMTet) with its loop settings and camera and light distributions; `Trainer` holds a stage,
+the guidance and the optimizer, and `run()` steps until the configured count, writing metrics every
+step, validation strips and checkpoints periodically. The loop never looks inside the
+representation. All randomness flows from one seeded generator whose state is checkpointed, so a
+resumed CPU run ends in the same state as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -12,20 +14,19 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from .cameras import make_cameras, sample_cameras
+from .cameras import CameraConfig, make_cameras, sample_cameras
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import ConfigError, to_dict
-from .field.nerf import normal_consistency_loss
-from .render.renderer import RenderOutput
-from .render.shading import sample_lights
-from .run_config import RunConfig
-from .scene import Scene, build_scene
-from .utils.faults import fault_point
+from .render.shading import LightConfig, sample_lights
+from .representation import Representation
+from .run_config import LoopConfig, RunConfig
+from .scene import build_scene
 from .utils import random
+from .utils.faults import fault_point
 from .utils.images import normal_to_rgb, save_png
 from .workspace import Workspace
 
@@ -39,23 +40,6 @@ class StepResult:
     step: int
     metrics: dict[str, float]
     skipped: bool
-
-
-def regularizers(out: RenderOutput, n_rays: int) -> dict[str, torch.Tensor]:
-    """Unweighted regularizer terms of one render, keyed like TrainConfig's lambda_<key>."""
-    opacity = out.opacity.float()
-    clamped = opacity.clamp(1e-5, 1 - 1e-5)
-    terms = {
-        "opacity_dreamfusion": torch.sqrt(opacity.square() + 0.01).mean(),
-        "opacity_mean": opacity.mean(),
-        "opacity_entropy": -(clamped * clamped.log() + (1 - clamped) * (1 - clamped).log()).mean(),
-    }
-    if out.sample_normals is not None:
-        facing_away = (out.sample_normals * out.sample_dirs).sum(-1).clamp_min(0).square()
-        terms["orientation"] = (out.weights.detach() * facing_away).sum() / n_rays
-        if out.sample_predicted_normals is not None:
-            terms["normal"] = normal_consistency_loss(out.weights, out.sample_predicted_normals, out.sample_normals)
-    return terms
 
 
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -94,39 +78,59 @@ def _step_of(line: str) -> float:
         return math.inf
 
 
+@dataclass
+class Stage:
+    """One stage of a run: what it optimizes, how long and at what size, from which cameras."""
+
+    name: str  # "coarse" or "fine"
+    representation: Representation
+    loop: LoopConfig  # also holds the stage's regularizer weights, lambda_<term> schedules
+    camera: CameraConfig
+    light: LightConfig
+    seed: int
+    config: dict[str, Any]  # the run's resolved config, saved in each checkpoint
+
+
+def coarse_stage(cfg: RunConfig, device: torch.device | str) -> Stage:
+    """The NeRF stage of a run config (DreamFusion's whole recipe)."""
+    scene = build_scene(cfg, device=device, seed=cfg.seed)  # RunConfig extends SceneConfig
+    scene.schedule = cfg.train
+    return Stage("coarse", scene, cfg.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
+
+
 class Trainer:
-    def __init__(self, cfg: RunConfig, workspace: Workspace, device: torch.device, guidance: Callable | None = None):
-        self.cfg, self.ws, self.device = cfg, workspace, device
-        self.scene: Scene = build_scene(cfg, device=device, seed=cfg.seed)  # RunConfig has the scene sections
+    def __init__(self, stage: Stage, workspace: Workspace, device: torch.device, guidance: Callable | None = None):
+        self.stage, self.ws, self.device = stage, workspace, torch.device(device)
+        self.rep = stage.representation
         self.guidance = guidance
-        groups = self.scene.field.parameter_groups()
-        t = cfg.train
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": groups["encoding"], "lr": t.lr_encoding, "name": "encoding"},
-                {"params": groups["network"] + groups["normal_head"], "lr": t.lr_network, "name": "network"},
-                {"params": list(self.scene.background.parameters()), "lr": t.lr_background, "name": "background"},
-            ],
-            betas=(0.9, 0.99),
-            eps=1e-15,
-        )
-        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        self.autocast_dtype, needs_scaler = field_autocast(t.field_precision, torch.device(device))
-        self.scaler = torch.amp.GradScaler(torch.device(device).type, init_scale=2.0**12) if needs_scaler else None
+        self.optimizer = torch.optim.Adam(self.rep.parameter_groups(), betas=(0.9, 0.99), eps=1e-15)
+        self.generator = torch.Generator(device="cpu").manual_seed(stage.seed)
+        autocast_dtype, needs_scaler = field_autocast(stage.loop.field_precision, self.device)
+        self.rep.autocast_dtype = autocast_dtype
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12) if needs_scaler else None
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
 
+    @classmethod
+    def coarse(cls, cfg: RunConfig, workspace: Workspace, device: torch.device, guidance: Callable | None = None) -> "Trainer":
+        return cls(coarse_stage(cfg, device), workspace, device, guidance)
+
+    @property
+    def scene(self) -> Representation:
+        """The representation being trained (the name predates the fine stage)."""
+        return self.rep
+
     # ---- checkpoints --------------------------------------------------------------------------------
     def state(self) -> dict:
         state = {
-            "scene": self.scene.state_dict(),
+            "scene": self.rep.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "nonfinite_total": self.nonfinite_total,
-            "config": to_dict(self.cfg),
+            "config": self.stage.config,
         }
         if self.device.type == "cuda":  # nerfacc's stratified sampling draws from the global CUDA generator
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -135,10 +139,10 @@ class Trainer:
         return state
 
     def save(self) -> None:
-        self._apply_schedules()  # the field's blob and active levels as of self.step travel with it
+        self.rep.set_step(self.step)  # schedules as of self.step (e.g. the NeRF's blob) travel with the weights
         state = self.state()
         save_checkpoint(self.ws.last_checkpoint, state)
-        if self.step % self.cfg.train.checkpoint_every == 0:
+        if self.step % self.stage.loop.checkpoint_every == 0:
             save_checkpoint(self.ws.checkpoints / f"step_{self.step:06d}.pt", state)
 
     def resume(self) -> None:
@@ -147,7 +151,7 @@ class Trainer:
         # nerfacc or PyTorch), so a run may resume on another machine.
         state = load_checkpoint(self.ws.last_checkpoint, map_location="cpu")
         try:
-            self.scene.load_state_dict(state["scene"])
+            self.rep.load_state_dict(state["scene"])
             configured = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
             self.optimizer.load_state_dict(state["optimizer"])
             match_state_shapes(self.optimizer)
@@ -179,7 +183,7 @@ class Trainer:
 
     # ---- one step -------------------------------------------------------------------------------------
     def _shading(self) -> tuple[str, float, float]:
-        t, light = self.cfg.train, self.cfg.light
+        t, light = self.stage.loop, self.stage.light
         if self.step < t.ambient_only_steps:
             return "albedo", 1.0, 0.0
         u = random.rand((2,), self.generator).tolist()  # the CPU generator: no device sync
@@ -187,27 +191,17 @@ class Trainer:
             return ("textureless" if u[1] < t.textureless_prob else "lambertian"), light.ambient, light.diffuse
         return "albedo", 1.0, 0.0
 
-    def _apply_schedules(self) -> None:
-        t, field = self.cfg.train, self.scene.field
-        field.blob_scale = t.blob_scale(self.step)
-        field.active_levels = t.active_levels(self.step, self.cfg.field.encoding.n_levels)
-
     def train_step(self) -> StepResult:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.stage.loop
         start = time.perf_counter()
-        self._apply_schedules()
-        renderer = self.scene.renderer.train()
-        occ = cfg.render.occupancy
-        if occ.enabled and self.step % occ.update_every == 0:
-            renderer.update_occupancy(self.step, self.generator)
-        cams = sample_cameras(cfg.camera, t.batch_size, self.generator, device="cpu").to(self.device)
-        lights = sample_lights(cfg.light, cams.position.cpu(), self.generator).to(self.device)
+        self.rep.prepare_step(self.step, self.generator)
+        cams = sample_cameras(self.stage.camera, t.batch_size, self.generator, device="cpu").to(self.device)
+        lights = sample_lights(self.stage.light, cams.position.cpu(), self.generator).to(self.device)
         shading, ambient, diffuse = self._shading()
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
-            out = renderer(cams, t.resolution, t.resolution, shading=shading, light_positions=lights,
-                           ambient=ambient, diffuse=diffuse, generator=self.generator)
+        out = self.rep.render(cams, t.resolution, t.resolution, shading=shading, light_positions=lights,
+                              ambient=ambient, diffuse=diffuse, generator=self.generator)
         sds = self.guidance(out.rgb.float(), cams, step=self.step, generator=self.generator)
-        terms = regularizers(out, t.batch_size * t.resolution**2)
+        terms = self.rep.regularizers(out)
         weights = {k: getattr(t, f"lambda_{k}")(self.step) for k in terms}
         loss = sds.loss + sum(weights[k] * v.float() for k, v in terms.items() if weights[k] > 0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -236,7 +230,7 @@ class Trainer:
         metrics = {
             "step": self.step, "loss": scalars[1] if finite else float("nan"), "sds": scalars[2], "t": scalars[3],
             "grad_norm": scalars[4], "shading": shading, "opacity_mean": scalars[5],
-            "samples": out.weights.numel(), "skipped_nonfinite": self.nonfinite_total,
+            **({"samples": out.weights.numel()} if out.weights is not None else {}), "skipped_nonfinite": self.nonfinite_total,
             **{f"reg_{k}": v for k, v in zip(terms, scalars[6:])},
             **{f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups},
             "seconds": time.perf_counter() - start,
@@ -255,22 +249,21 @@ class Trainer:
         """A PNG strip of 4 views (azimuth 0/90/180/270): rgb, normals, opacity."""
         n = 4
         full = lambda v: torch.full((n,), float(v), device=self.device)  # noqa: E731
-        dist = sum(self.cfg.camera.distance_range) / 2
-        fovy = sum(self.cfg.camera.fovy_range) / 2
+        dist = sum(self.stage.camera.distance_range) / 2
+        fovy = sum(self.stage.camera.fovy_range) / 2
         cams = make_cameras(full(15.0), torch.arange(n, device=self.device) * 90.0, full(dist), full(fovy))
-        renderer = self.scene.renderer.eval()
-        res = self.cfg.train.resolution
-        out = renderer(cams, res, res, shading="albedo")
+        res = self.stage.loop.resolution
+        out = self.rep.eval().render(cams, res, res, shading="albedo")
         rows = [torch.cat(list(out.rgb), 1), torch.cat(list(normal_to_rgb(out.normal, out.opacity)), 1),
                 torch.cat(list(out.opacity.expand(-1, -1, -1, 3)), 1)]
         path = self.ws.validation_dir / f"step_{self.step:06d}.png"
         save_png(path, torch.cat(rows, 0))
-        renderer.train()
+        self.rep.train()
         return path
 
     # ---- the loop -------------------------------------------------------------------------------------
     def run(self, on_step: Callable[[StepResult], None] | None = None, stop: Callable[[], bool] | None = None) -> None:
-        t = self.cfg.train
+        t = self.stage.loop
         self.ws.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.ws.metrics_path, "a", encoding="utf-8") as metrics_file:
             while self.step < t.steps:

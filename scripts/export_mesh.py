@@ -1,80 +1,14 @@
 #!/usr/bin/env python
 """Export a workspace's field as a textured mesh: DIR/mesh/model.obj (+ .mtl, albedo.png), model.glb, model.ply.
 
-    python scripts/export_mesh.py --workspace DIR [--resolution 256] [--threshold auto|FLOAT]
-        [--texture-size 1024] [--formats obj,glb,ply] [--decimate FACES] [--up z|y]
-Exit status: 0 done, 1 the export failed (one line on stderr says why and what to try), 2 bad flags.
+The same as the `dreamfusion-export-mesh` command; the code is dreamfusion/cli/export_mesh.py.
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from dreamfusion.cli.args import add_common_options, parse_or_exit_code, subset_arg  # noqa: E402
-from dreamfusion.cli.errors import run_cli  # noqa: E402
-from dreamfusion.config import ConfigError  # noqa: E402
-from dreamfusion.export import FORMATS, ExportConfig, ExportError, export_mesh  # noqa: E402
-from dreamfusion.workspace import Workspace  # noqa: E402
-
-
-def threshold_arg(text: str) -> float | None:
-    if text == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive density, got {text}")
-    return value
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workspace", required=True, help="the run's folder (config.yaml + checkpoints/last.pt)")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint other than checkpoints/last.pt")
-    p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid points per axis (default 256)")
-    p.add_argument("--threshold", type=threshold_arg, default=None, metavar="auto|FLOAT",
-                   help="density iso-level; auto (default) puts the surface where renders become opaque")
-    p.add_argument("--texture-size", type=int, default=1024, help="albedo texture width and height (default 1024)")
-    p.add_argument("--formats", type=subset_arg(FORMATS), default=FORMATS, help="comma-separated: obj,glb,ply (default all)")
-    p.add_argument("--smooth", type=float, default=ExportConfig.smooth, metavar="STD",
-                   help="Gaussian std (world units) on the density before meshing; removes surfaces hidden inside (default 0.025, 0 = off)")
-    p.add_argument("--decimate", type=int, default=None, metavar="FACES", help="simplify to at most FACES faces")
-    p.add_argument("--up", choices=("z", "y"), default="z", help="z: the toolkit's +z up; y: +y up, front toward +z (glTF viewers)")
-    add_common_options(p)
-    return p
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    args = parse_or_exit_code(parser(), argv)
-    if isinstance(args, int):
-        return args
-    cfg = ExportConfig(
-        resolution=args.resolution, threshold=args.threshold, texture_size=args.texture_size,
-        formats=args.formats, decimate=args.decimate, up=args.up, smooth=args.smooth,
-    )
-    try:
-        cfg.validate()
-    except ExportError as err:
-        raise ConfigError(str(err)) from None
-    ws = Workspace(args.workspace)
-    scene, _ = ws.load_scene(args.device, args.checkpoint)
-    result = export_mesh(scene.field, ws.mesh_dir, cfg, bound=scene.field.cfg.bound, progress=not args.quiet)
-    print(
-        f"wrote {', '.join(p.name for p in result.files)} to {ws.mesh_dir} "
-        f"({result.n_vertices} vertices, {result.n_faces} faces, iso-level {result.level:.4g})"
-    )
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv, prog="export_mesh")
-
+from dreamfusion.cli.export_mesh import console_main, main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -1,55 +1,14 @@
 #!/usr/bin/env python
 """Render the initial field from 8 views (rgb and normals) into PNGs: a check that the scene works.
 
-    python scripts/render_demo.py --out demo [--resolution 128] [--device auto] [--seed 0]
+The same as the `dreamfusion-render-demo` command; the code is dreamfusion/cli/render_demo.py.
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from dreamfusion.cameras import make_cameras  # noqa: E402
-from dreamfusion.cli.errors import run_cli  # noqa: E402
-from dreamfusion.config import ConfigError  # noqa: E402
-from dreamfusion.render.shading import LightConfig, sample_lights  # noqa: E402
-from dreamfusion.scene import SceneConfig, build_scene  # noqa: E402
-from dreamfusion.utils.capabilities import resolve_device  # noqa: E402
-from dreamfusion.utils.images import normal_to_rgb, save_png  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder for the PNGs")
-    parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    if args.resolution <= 0:
-        raise ConfigError(f"--resolution must be positive, got {args.resolution}")
-    device = resolve_device(args.device)
-    scene = build_scene(SceneConfig(), device=device, seed=args.seed)
-    scene.renderer.eval()
-    scene.renderer.update_occupancy(step=0)  # skip the empty space around the initial blob
-    n = 8
-    full = lambda v: torch.full((n,), float(v), device=device)  # noqa: E731
-    cams = make_cameras(full(20.0), torch.arange(n, device=device) * 45.0, full(2.0), full(45.0))
-    lights = sample_lights(LightConfig(position_perturb=0.0), cams.position)
-    with torch.no_grad():
-        out = scene.renderer(cams, args.resolution, args.resolution, shading="lambertian", light_positions=lights)
-    out_dir = Path(args.out)
-    for i, label in enumerate(cams.view_labels()):
-        az = int(cams.azimuth[i].item())
-        save_png(out_dir / f"view{i}_az{az:+04d}_{label}_rgb.png", out.rgb[i])
-        save_png(out_dir / f"view{i}_az{az:+04d}_{label}_normal.png", normal_to_rgb(out.normal[i], out.opacity[i]))
-    print(f"wrote {2 * n} images to {out_dir}")
-    return 0
-
+from dreamfusion.cli.render_demo import console_main, main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog="render_demo"))
+    sys.exit(console_main())

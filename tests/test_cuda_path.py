@@ -271,14 +271,14 @@ def test_real_model_recipes_use_dreamfusions_opacity_term_and_a_progressive_grid
 def test_each_regularizer_term_has_its_weight():
     from dreamfusion.render.renderer import RenderOutput
     from dreamfusion.run_config import TrainConfig
-    from dreamfusion.train import regularizers
+    from dreamfusion.scene import nerf_regularizers as regularizers
 
     n = 5
     out = RenderOutput(rgb=torch.rand(1, 2, 2, 3), opacity=torch.zeros(1, 2, 2, 1), depth=torch.zeros(1, 2, 2, 1),
                        normal=torch.zeros(1, 2, 2, 3), albedo=torch.zeros(1, 2, 2, 3), weights=torch.rand(n),
                        ray_indices=torch.zeros(n, dtype=torch.long), sample_normals=torch.randn(n, 3),
                        sample_predicted_normals=torch.randn(n, 3), sample_dirs=torch.randn(n, 3))
-    terms = regularizers(out, 4)
+    terms = regularizers(out)
     assert all(hasattr(TrainConfig, f"lambda_{k}") or f"lambda_{k}" in TrainConfig.__dataclass_fields__ for k in terms)
     assert terms["opacity_mean"] == 0.0 and abs(float(terms["opacity_dreamfusion"]) - 0.1) < 1e-6  # sqrt(0 + 0.01) on empty rays
 
@@ -299,7 +299,7 @@ def _trainer(tmp_path, *overrides):
                           {"prompt": "a red cube"})
     guidance = make_guidance(cfg.guidance, "cpu")
     guidance.prepare(cfg.prompt)
-    return Trainer(cfg, Workspace(tmp_path / "ws"), torch.device("cpu"), guidance)
+    return Trainer.coarse(cfg, Workspace(tmp_path / "ws"), torch.device("cpu"), guidance)
 
 
 def test_bf16_autocast_trains_the_field(tmp_path):

@@ -89,17 +89,17 @@ def test_existing_run_is_not_overwritten(tiny_prior, tmp_path, capsys):
 @pytest.mark.parametrize("overrides, source", [([], "mesh"), (["export.video_source=field"], "field"), (["export.mesh=false"], "field")])
 def test_turntable_shows_the_exported_mesh_when_there_is_one(tmp_path, capsys, overrides, source):
     """The end-of-run video renders the written mesh by default; the field when asked, or when no mesh was written."""
-    from types import SimpleNamespace
-
     from dreamfusion.run_config import load_run_config
     from dreamfusion.scene import build_scene
     from dreamfusion.workspace import Workspace
 
     cfg = load_run_config(None, ["export.mesh_resolution=32", "export.texture_size=32", "export.video_frames=2",
                                  "export.video_resolution=32", *overrides])
-    trainer = SimpleNamespace(scene=build_scene(cfg))  # the initial density blob: a soft ball with a surface
+    from dreamfusion.pipeline import export_results
+
+    scene = build_scene(cfg)  # the initial density blob: a soft ball with a surface
     ws = Workspace(tmp_path)
-    assert dream.export_results(trainer, cfg, ws, quiet=True)
+    assert export_results(scene, cfg, ws, quiet=True)
     assert f"(from the {source})" in capsys.readouterr().out
     assert sorted(p.name for p in ws.video_dir.iterdir()) == ["turntable_normal.mp4", "turntable_rgb.mp4"]
     assert ws.mesh_dir.is_dir() == ("export.mesh=false" not in overrides)

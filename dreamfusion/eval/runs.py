@@ -18,8 +18,9 @@ from typing import Sequence
 
 from ..workspace import Workspace, slug
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DREAM = REPO_ROOT / "scripts" / "dream.py"
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # so `-m dreamfusion...` finds this very copy
+
+DREAM = ["-m", "dreamfusion.cli.dream"]  # works from a clone and from an installed package alike
 
 
 @dataclass
@@ -77,7 +78,7 @@ def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str]
         summary = finished_summary(ws, prompt)
         if summary is not None:
             return RunRecord(prompt, seed, ws.root, "reused", asset_seconds(summary))
-    cmd = [sys.executable, str(DREAM), "--prompt", prompt, "--seed", str(seed), "--workspace", str(ws.root), "--quiet"]
+    cmd = [sys.executable, *DREAM, "--prompt", prompt, "--seed", str(seed), "--workspace", str(ws.root), "--quiet"]
     if fresh:
         cmd.append("--overwrite")
     elif ws.last_checkpoint.is_file():
@@ -91,7 +92,8 @@ def ensure_run(prompt: str, seed: int, runs_dir: Path, dream_args: Sequence[str]
     start = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env).returncode
+        env = dict(env or os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.time() - start
     if code != 0:
         message = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))

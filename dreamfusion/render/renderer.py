@@ -49,12 +49,13 @@ class RenderOutput:
     depth: torch.Tensor  # (B, H, W, 1) expected distance along the ray (0 where empty)
     normal: torch.Tensor  # (B, H, W, 3) composited world normals (zeros where empty)
     albedo: torch.Tensor  # (B, H, W, 3) composited albedo, unshaded, no background
-    # Per-sample values (packed, N samples) for regularizers:
-    weights: torch.Tensor  # (N,)
-    ray_indices: torch.Tensor  # (N,) into the flattened B*H*W rays
-    sample_normals: torch.Tensor | None  # (N, 3)
-    sample_predicted_normals: torch.Tensor | None  # (N, 3)
-    sample_dirs: torch.Tensor  # (N, 3) unit view directions
+    # Per-sample values of a volume render (packed, N samples) for its regularizers; None for a mesh render.
+    weights: torch.Tensor | None = None  # (N,)
+    ray_indices: torch.Tensor | None = None  # (N,) into the flattened B*H*W rays
+    sample_normals: torch.Tensor | None = None  # (N, 3)
+    sample_predicted_normals: torch.Tensor | None = None  # (N, 3)
+    sample_dirs: torch.Tensor | None = None  # (N, 3) unit view directions
+    extras: dict = field(default_factory=dict)  # what a representation's own regularizers read (e.g. the mesh)
 
 
 def choose_backend(cfg: RenderConfig, device: torch.device) -> str:
