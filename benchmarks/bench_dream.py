@@ -42,7 +42,7 @@ def train(cfg: RunConfig, root: Path) -> tuple[Trainer, list[dict], float, float
     start = time.perf_counter()
     guidance = make_guidance(cfg.guidance, "cpu")
     guidance.prepare(cfg.prompt)
-    trainer = Trainer(cfg, Workspace(root), torch.device("cpu"), guidance)
+    trainer = Trainer.coarse(cfg, Workspace(root), torch.device("cpu"), guidance)
     loaded = time.perf_counter()
     metrics: list[dict] = []
     trainer.run(on_step=lambda result: metrics.append(result.metrics))
