@@ -5,8 +5,11 @@ does; evaluation and batch runners call it too. Every reason to refuse a run (a 
 workspace holding another run, an unknown word for the bundled prior) is found before anything is
 loaded or written; a refused run raises ConfigError and leaves the workspace as it was.
 
-Workspace layout (workspace.py): the coarse stage's checkpoints/, validation/ and metrics.jsonl
-at the root, the mesh/ and video/ of the result, and run.json once the run is finished.
+Stages: a config with a `fine:` section runs the coarse NeRF, then refines it as a DMTet mesh
+(Magic3D); `stage` picks coarse, fine or all, and `source` (--from) refines another workspace's
+finished coarse run. Workspace layout (workspace.py): the coarse stage at the root, the fine stage
+in fine/, the result's mesh/ and video/ at the root (the coarse mesh of a two-stage run in
+coarse/mesh/), and run.json once the run is finished.
 """
 from __future__ import annotations
 
@@ -23,11 +26,11 @@ from pathlib import Path
 from typing import Callable
 
 from .checkpoint import atomic_write
-from .config import ConfigError, to_dict
+from .config import ConfigError, build, to_dict
 from .guidance.vocabulary import closed_vocabulary, unknown_words
-from .run_config import DEFAULT_OUTPUTS, RunConfig, load_run_config
+from .run_config import DEFAULT_OUTPUTS, RunConfig, TrainConfig, load_run_config
 from .utils.capabilities import resolve_device, warn
-from .workspace import Workspace, slug
+from .workspace import SCENE_SECTIONS, Workspace, slug
 
 
 @dataclass
@@ -47,6 +50,8 @@ class RunRequest:
     no_export: bool = False
     quiet: bool = False
     overrides: list[str] = field(default_factory=list)  # dotted key=value
+    stage: str | None = None  # coarse, fine or all (default: all when the config has a fine: section)
+    source: str | None = None  # --from: the workspace of a finished coarse run to refine
     program: str = "python scripts/dream.py"  # how the user started it, for the printed resume command
 
 
@@ -74,23 +79,76 @@ def resolve_config(req: RunRequest) -> RunConfig:
     return load_run_config(req.config, overrides, extra)
 
 
-def check_workspace(req: RunRequest, cfg: RunConfig) -> Workspace:
+def plan_stages(req: RunRequest, cfg: RunConfig) -> tuple[str, ...]:
+    """The stages this run trains, in order."""
+    stage = req.stage or ("fine" if req.source else "all" if cfg.fine is not None else "coarse")
+    if stage not in ("coarse", "fine", "all"):
+        raise ConfigError(f"--stage must be coarse, fine or all, got {stage!r}")
+    if stage != "coarse" and cfg.fine is None:
+        raise ConfigError(f"--stage {stage}: the config has no fine: section to refine with "
+                          "(configs/toy.yaml and configs/magic3d-sd.yaml have one)")
+    if req.source and stage == "coarse":
+        raise ConfigError("--from refines a coarse run: it goes with --stage fine (or no --stage)")
+    return ("coarse", "fine") if stage == "all" and not req.source else (stage if stage != "all" else "fine",)
+
+
+def check_source(req: RunRequest, cfg: RunConfig, stages: tuple[str, ...], ws_root: Path) -> Workspace | None:
+    """The finished coarse run a fine-only run refines (--from, or the workspace itself), checked
+    before anything is written: it exists, its coarse stage trained to the end."""
+    if stages != ("fine",):
+        return None
+    source = Workspace(req.source or ws_root)
+    where = f"--from {source.root}" if req.source else f"--stage fine: {source.root}"
+    if not source.root.is_dir():
+        raise ConfigError(f"{where}: no such workspace")
+    if not source.config_path.is_file() or not source.last_checkpoint.is_file():
+        raise ConfigError(f"{where} is not a finished coarse run (no config.yaml or checkpoints/last.pt); run the coarse stage first")
+    data = source.read_config()
+    if data.get("prompt") != cfg.prompt:
+        raise ConfigError(f"{where} holds a run for {data.get('prompt')!r}, not {cfg.prompt!r}")
+    step, steps = source.checkpoint_step(), int(data.get("train", {}).get("steps", 0))
+    if step < steps:
+        raise ConfigError(f"{where} is not a finished coarse run (step {step} of {steps}); "
+                          f"finish it first: {req.program} --prompt {shlex.quote(cfg.prompt)} --workspace {source.root} --resume --stage coarse")
+    return source
+
+
+def with_source_scene(cfg: RunConfig, source: Workspace) -> RunConfig:
+    """The run config with the source run's scene sections (its field, background, cameras...):
+    the fine stage continues that scene, whatever the --config says about a NeRF."""
+    scene = source.scene_config()
+    for name in SCENE_SECTIONS:
+        setattr(cfg, name, getattr(scene, name))
+    try:  # and its coarse training section, so the workspace's config.yaml still says what it trained
+        cfg.train = build(TrainConfig, source.read_config().get("train", {}), prefix="train")
+    except ConfigError:
+        pass  # a workspace of an older version (renamed keys): the coarse stage is not trained again anyway
+    return cfg
+
+
+def check_workspace(req: RunRequest, cfg: RunConfig, stages: tuple[str, ...] = ("coarse",), source: Workspace | None = None) -> Workspace:
     """Every reason to refuse the workspace, found before anything is loaded or written."""
-    ws = Workspace(req.workspace or DEFAULT_OUTPUTS / slug(cfg.prompt))
+    ws = Workspace(req.workspace or (req.source if req.source else DEFAULT_OUTPUTS / slug(cfg.prompt)))
     if ws.root.exists() and not ws.root.is_dir():
         raise ConfigError(f"workspace {ws.root} is a file, not a folder; choose another --workspace")
+    refining_in_place = source is not None and source.root.resolve() == ws.root.resolve()
+    # What holds this run's progress: the coarse checkpoint, or (refining) the fine one.
+    own = ws.stage("fine") if stages == ("fine",) else ws
     if req.resume:
-        if not ws.last_checkpoint.is_file():
+        if not own.last_checkpoint.is_file() and not (refining_in_place or source is not None):
             raise ConfigError(f"--resume: {ws.root} has no checkpoint to resume from; drop --resume to start a new run")
-        previous = ws.read_config().get("prompt")
+        previous = ws.read_config().get("prompt") if ws.config_path.is_file() else cfg.prompt
         if previous != cfg.prompt:
             raise ConfigError(f"--resume: {ws.root} holds a run for {previous!r}, not {cfg.prompt!r}")
-    elif (ws.config_path.is_file() or ws.last_checkpoint.is_file()) and not req.overwrite:
-        previous = ws.read_config().get("prompt") if ws.config_path.is_file() else "?"
-        raise ConfigError(
-            f"{ws.root} already holds a run (prompt {previous!r}); pass --resume to continue it, "
-            "--overwrite to replace it, or --workspace to choose another folder"
-        )
+    elif not req.overwrite:
+        holds = own.last_checkpoint.is_file() or (not refining_in_place and ws.config_path.is_file())
+        if holds:
+            previous = ws.read_config().get("prompt") if ws.config_path.is_file() else "?"
+            what = "a fine stage" if stages == ("fine",) and own.last_checkpoint.is_file() else "a run"
+            raise ConfigError(
+                f"{ws.root} already holds {what} (prompt {previous!r}); pass --resume to continue it, "
+                "--overwrite to replace it, or --workspace to choose another folder"
+            )
     existing = ws.root
     while not existing.exists():
         existing = existing.parent
@@ -116,15 +174,24 @@ def check_vocabulary(cfg: RunConfig, force: bool) -> None:
     warn(f"the guidance model has never seen {words}; running anyway (--force)")
 
 
-def open_workspace(req: RunRequest, ws: Workspace) -> None:
-    """The first write, after every check has passed: clear a replaced run (--overwrite), create the folder."""
+def open_workspace(req: RunRequest, ws: Workspace, stages: tuple[str, ...] = ("coarse",)) -> None:
+    """The first write, after every check has passed: clear a replaced run (--overwrite; refining,
+    only the fine stage and the result), create the folder."""
+    coarse_export = ws.root / "coarse"
+    if stages == ("fine",) and ws.final_stage() == "coarse" and ws.mesh_dir.is_dir() and not (coarse_export / "mesh").exists():
+        coarse_export.mkdir(parents=True, exist_ok=True)  # refining a coarse run in place: its result becomes coarse/
+        for sub in ("mesh", "video"):
+            if (ws.root / sub).is_dir():
+                os.replace(ws.root / sub, coarse_export / sub)
     if req.overwrite and not req.resume:
-        for sub in ("checkpoints", "validation", "mesh", "video"):
+        subs = ("fine", "mesh", "video") if stages == ("fine",) else ("checkpoints", "validation", "fine", "coarse", "mesh", "video")
+        for sub in subs:
             shutil.rmtree(ws.root / sub, ignore_errors=True)
-        ws.metrics_path.unlink(missing_ok=True)
+        if stages != ("fine",):
+            ws.metrics_path.unlink(missing_ok=True)
     if ws.summary_path.is_file():
         ws.summary_path.unlink()  # run.json marks a finished run; this one is not, yet
-    for folder in (ws.root, ws.checkpoints):
+    for folder in (ws.root, ws.checkpoints, ws.stage("fine").root, ws.stage("fine").checkpoints):
         for stale in folder.glob(".*.tmp"):  # a killed run's half-written temporaries (atomic_write)
             stale.unlink(missing_ok=True)
     try:
@@ -141,6 +208,9 @@ def resume_command(req: RunRequest, ws: Workspace) -> str:
     parts = [*shlex.split(req.program), "--prompt", req.prompt]
     for flag, value in (("--negative", req.negative), ("--config", req.config), ("--steps", req.steps),
                         ("--seed", req.seed), ("--device", req.device)):
+        if value is not None:
+            parts += [flag, str(value)]
+    for flag, value in (("--stage", req.stage), ("--from", req.source)):
         if value is not None:
             parts += [flag, str(value)]
     parts += ["--workspace", str(ws.root), "--resume"]
@@ -201,9 +271,10 @@ def train_stage(trainer, total: int, quiet: bool, stop: StopFlag, label: str) ->
         bar.close()
 
 
-def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
-    """The mesh and the video of a trained representation; an empty one skips each with the reason
-    (training is kept, not failed). Returns whether everything asked for was written."""
+def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool, video: bool = True) -> bool:
+    """The mesh and the video of a trained representation into ws.mesh_dir / ws.video_dir; an empty
+    one skips each with the reason (training is kept, not failed). Returns whether everything asked
+    for was written."""
     from .export import ExportError, load_exported_mesh
     from .export.video import render_turntable
 
@@ -217,10 +288,14 @@ def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
         except ExportError as err:
             done = False
             print(f"dream: mesh export skipped: {err} (the checkpoint is kept: scripts/export_mesh.py --workspace {ws.root} retries)", file=sys.stderr)
-    if e.video:
+    if e.video and video:
         try:
             # the exported file when there is one (what the user gets, and 5-10x faster); else the field
-            source = {"mesh": load_exported_mesh(ws.mesh_dir)} if e.video_source == "mesh" and mesh_written else {"field": rep.field}
+            field = getattr(rep, "field", None)  # a NeRF can also be rendered as a volume
+            use_mesh = mesh_written and (e.video_source == "mesh" or field is None)
+            if not use_mesh and field is None:
+                raise ExportError("there is no mesh to render (the fine stage renders only its mesh)")
+            source = {"mesh": load_exported_mesh(ws.mesh_dir)} if use_mesh else {"field": field}
             paths = render_turntable(ws.video_dir, cfg.video_config(), bound=rep.bound, progress=not quiet, **source)
             print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir} (from the {next(iter(source))})")
         except ExportError as err:
@@ -229,21 +304,37 @@ def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool) -> bool:
     return done
 
 
-def write_summary(ws: Workspace, cfg: RunConfig, steps: int, export_seconds: float, wall_seconds: float, exported: bool) -> dict:
-    """run.json: the finished run's prompt and timings. train_seconds sums the step times over every
-    session (resumes included); wall_seconds is this last session's whole command, loading included."""
-    train_seconds = 0.0
-    for line in ws.metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            train_seconds += float(json.loads(line).get("seconds", 0.0))
-        except (ValueError, AttributeError):
-            continue
-    summary = {"prompt": cfg.prompt, "seed": cfg.seed, "steps": steps, "finished": True, "exported": exported,
-               "train_seconds": round(train_seconds, 1), "export_seconds": round(export_seconds, 1),
-               "wall_seconds": round(wall_seconds, 1)}
+def stage_train_seconds(ws: Workspace) -> float:
+    """Seconds of the steps in a stage's metrics.jsonl (every session, resumes included)."""
+    total = 0.0
+    if ws.metrics_path.is_file():
+        for line in ws.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                total += float(json.loads(line).get("seconds", 0.0))
+            except (ValueError, AttributeError):
+                continue
+    return total
+
+
+def write_summary(ws: Workspace, cfg: RunConfig, steps: dict[str, int], export_seconds: float, wall_seconds: float,
+                  exported: bool, source: Workspace | None = None) -> dict:
+    """run.json: the finished run's prompt, stages and timings. train_seconds sums the step times of
+    every stage over every session (resumes included); wall_seconds is this last session's whole
+    command, loading included."""
+    per_stage = {name: round(stage_train_seconds(ws.stage(name)), 1) for name in steps}
+    summary = {"prompt": cfg.prompt, "seed": cfg.seed, "stages": list(steps), "result": list(steps)[-1], "steps": steps,
+               "finished": True, "exported": exported, "train_seconds": round(sum(per_stage.values()), 1),
+               "stage_train_seconds": per_stage, "export_seconds": round(export_seconds, 1), "wall_seconds": round(wall_seconds, 1),
+               "source": str(source.root) if source is not None else None}
     text = json.dumps(summary, indent=1)
     atomic_write(ws.summary_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return summary
+
+
+def interrupted(req: RunRequest, ws: Workspace, trainer, stop: StopFlag) -> RunOutcome:
+    print(f"dream: {stop.reason or 'stop'} received; saved step {trainer.step} of the {trainer.stage.name} stage to "
+          f"{trainer.ws.last_checkpoint}. Resume with: {resume_command(req, ws)}", file=sys.stderr)
+    return RunOutcome(130, ws)
 
 
 def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
@@ -252,35 +343,100 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
     launched = time.time()
     quiet_libraries()
     cfg = resolve_config(req)
+    stages = plan_stages(req, cfg)
+    ws_root = Path(req.workspace or (req.source if req.source else DEFAULT_OUTPUTS / slug(cfg.prompt)))
+    source = check_source(req, cfg, stages, ws_root)
+    if source is not None:
+        cfg = with_source_scene(cfg, source)
     device = resolve_device(cfg.device)
-    ws = check_workspace(req, cfg)
+    ws = check_workspace(req, cfg, stages, source)
     check_vocabulary(cfg, req.force)
 
+    from .dmtet.init import NoSurfaceError
+    from .dmtet.scene import EmptySurfaceError
     from .guidance import make_guidance
+    from .stages import coarse_stage, fine_stage, stage_guidance
     from .train import Trainer
 
+    # Everything that can fail on loading (the prior, a corrupt checkpoint, a coarse run without a
+    # surface to refine) fails here, before the workspace is touched.
     guidance = make_guidance(cfg.guidance, device)
     guidance.prepare(cfg.prompt, cfg.negative_prompt or None)
-    trainer = Trainer.coarse(cfg, ws, device, guidance)
-    if req.resume:
-        trainer.resume()  # a corrupt or mismatched checkpoint stops here, before the workspace is touched
-        print(f"resuming {ws.root} at step {trainer.step}")
-    open_workspace(req, ws)
+    fine_ws = ws.stage("fine")
+    coarse = fine = None
+    restart_fine = False  # a coarse stage trained further makes an earlier fine stage stale
+    if "coarse" in stages:
+        coarse = Trainer(coarse_stage(cfg, device), ws, device, guidance)
+        if req.resume and ws.last_checkpoint.is_file():
+            coarse.resume()
+            print(f"resuming {ws.root} at coarse step {coarse.step}")
+        restart_fine = coarse.step < cfg.train.steps and fine_ws.last_checkpoint.is_file()
+    if "fine" in stages and req.resume and fine_ws.last_checkpoint.is_file() and not restart_fine:
+        fine = Trainer(fine_stage(cfg, device), fine_ws, device, stage_guidance(guidance, cfg, device))
+        fine.resume()
+        print(f"resuming {ws.root} at fine step {fine.step}")
+    coarse_scene = None
+    if source is not None and fine is None:
+        coarse_scene, _ = source.load_scene(device)
+        try:  # the cleaned level set must exist before anything is written
+            fine = Trainer(fine_stage(cfg, device, coarse_scene), fine_ws, device, stage_guidance(guidance, cfg, device))
+        except NoSurfaceError as err:
+            raise ConfigError(f"{source.root}'s coarse run has no surface to refine ({err}); train it longer or start a new run") from None
+    open_workspace(req, ws, stages)
     ws.write_config(to_dict(cfg))
 
     stop = stop or StopFlag()
     restore = stop.install()
-    start = time.time()
+    steps: dict[str, int] = {}
+    export_seconds = 0.0
     try:
-        train_stage(trainer, cfg.train.steps, req.quiet, stop, "dream")
+        if coarse is not None and fine is None:
+            start = time.time()
+            train_stage(coarse, cfg.train.steps, req.quiet, stop, "coarse")
+            if stop():
+                return interrupted(req, ws, coarse, stop)
+            print(f"coarse: trained {coarse.step} steps in {time.time() - start:.0f}s; workspace {ws.root}")
+        if coarse is not None:
+            steps["coarse"] = cfg.train.steps
+        if "fine" in stages:
+            if coarse is not None and not req.no_export and not (ws.root / "coarse" / "mesh" / "export.json").is_file():
+                export_start = time.time()  # the coarse mesh, kept beside the result for comparison
+                export_results(coarse.rep, cfg, Workspace(ws.root / "coarse"), req.quiet, video=False)
+                export_seconds += time.time() - export_start
+            if fine is None:
+                if restart_fine:
+                    print(f"the coarse stage trained further: starting the fine stage again (replacing {fine_ws.root})")
+                    for sub in ("checkpoints", "validation"):
+                        shutil.rmtree(fine_ws.root / sub, ignore_errors=True)
+                    fine_ws.metrics_path.unlink(missing_ok=True)
+                try:
+                    fine = Trainer(fine_stage(cfg, device, coarse.rep), fine_ws, device, stage_guidance(guidance, cfg, device))
+                except NoSurfaceError as err:
+                    print(f"dream: fine stage skipped: the coarse field has no surface to refine ({err}); "
+                          f"the coarse run is kept in {ws.root}", file=sys.stderr)
+            if fine is not None:
+                start = time.time()
+                try:
+                    train_stage(fine, cfg.fine.train.steps, req.quiet, stop, "fine")
+                except EmptySurfaceError as err:  # the coarse result is still a result: keep it
+                    print(f"dream: the fine stage stopped at step {fine.step}: {err}; its last checkpoint is in "
+                          f"{fine_ws.root}, and the result is the coarse stage's", file=sys.stderr)
+                    fine = None
+            if fine is not None:
+                if stop():
+                    return interrupted(req, ws, fine, stop)
+                print(f"fine: trained {fine.step} steps in {time.time() - start:.0f}s; workspace {fine_ws.root}")
+                steps["fine"] = cfg.fine.train.steps
     finally:
         restore()
-    if stop():
-        print(f"dream: {stop.reason or 'stop'} received; saved step {trainer.step} to {ws.last_checkpoint}. "
-              f"Resume with: {resume_command(req, ws)}", file=sys.stderr)
-        return RunOutcome(130, ws)
-    print(f"trained {trainer.step} steps in {time.time() - start:.0f}s; workspace {ws.root}")
+    if fine is not None:
+        result = fine.rep
+    elif coarse is not None:
+        result = coarse.rep
+    else:  # refining another run whose fine stage failed: the source's coarse result
+        result = coarse_scene if coarse_scene is not None else source.load_scene(device)[0]
     export_start = time.time()
-    exported = not req.no_export and export_results(trainer.rep, cfg, ws, req.quiet)
-    summary = write_summary(ws, cfg, trainer.step, time.time() - export_start, time.time() - launched, exported=exported)
+    exported = not req.no_export and export_results(result, cfg, ws, req.quiet)
+    export_seconds += time.time() - export_start
+    summary = write_summary(ws, cfg, steps, export_seconds, time.time() - launched, exported, source)
     return RunOutcome(0, ws, summary)

@@ -42,6 +42,10 @@ class Representation(ABC):
         self.set_step(step)
         self.train()
 
+    def learning_rate_scales(self, step: int) -> dict[str, float]:
+        """Factors on the groups' learning rates at `step`, by group name (phases: 0 freezes a group)."""
+        return {}
+
     @abstractmethod
     def render(
         self,

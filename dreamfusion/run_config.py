@@ -14,58 +14,12 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from .config import ConfigError, build, key_of, require_nonnegative, require_positive
+from .config import ConfigError, build, key_of, require_nonnegative, require_positive, to_dict
+from .dmtet.config import FineConfig
 from .guidance.config import GuidanceConfig
+from .loop import LoopConfig, Schedule, constant  # noqa: F401 (Schedule re-exported)
 from .paths import DEFAULT_OUTPUTS, bundled, data_dir, default_config  # noqa: F401 (DEFAULT_OUTPUTS re-exported)
 from .scene import SceneConfig
-
-
-@dataclass
-class Schedule:
-    """A scalar that moves linearly from `start` to `end` between steps `begin` and `finish`."""
-
-    start: float = 0.0
-    end: float = 0.0
-    begin: int = 0
-    finish: int = 0
-
-    def __call__(self, step: int) -> float:
-        if self.finish <= self.begin or step >= self.finish:
-            return self.end if step >= self.begin else self.start
-        if step <= self.begin:
-            return self.start
-        f = (step - self.begin) / (self.finish - self.begin)
-        return self.start + f * (self.end - self.start)
-
-
-def constant(value: float) -> Schedule:
-    return Schedule(value, value, 0, 0)
-
-
-@dataclass
-class LoopConfig:
-    """What the training loop of every stage reads: length, batch, render size, shading, cadence."""
-
-    steps: int = 1000
-    batch_size: int = 1
-    resolution: int = 64  # render height = width
-    ambient_only_steps: int = 100  # warm-up: albedo lit by ambient light only
-    lambertian_prob: float = 0.75  # after warm-up: shaded with this probability ...
-    textureless_prob: float = 0.5  # ... of which textureless with this probability
-    # The networks' arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
-    # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
-    field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    max_nonfinite_in_a_row: int = 20
-    checkpoint_every: int = 250
-    validation_every: int = 100
-
-    def validate(self, prefix: str = "") -> None:
-        for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row"):
-            require_positive(prefix, name, getattr(self, name))
-        require_nonnegative(prefix, "ambient_only_steps", self.ambient_only_steps)
-        for name in ("lambertian_prob", "textureless_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -145,9 +99,22 @@ class RunConfig(SceneConfig):
     guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: FinalExportConfig = dataclasses.field(default_factory=FinalExportConfig)
+    # The fine stage (Magic3D): the coarse NeRF refined as a textured DMTet mesh. A config with
+    # this section runs both stages by default (dream.py --stage all|coarse|fine).
+    fine: FineConfig | None = None
 
     def validate(self, prefix: str = "") -> None:
         self.guidance.validate("guidance")
+        if self.fine is not None:
+            if not isinstance(self.fine.guidance, dict):
+                raise ConfigError(f"fine.guidance must be a mapping of guidance keys, got {self.fine.guidance!r}")
+            self.fine_guidance()  # strict: an unknown key under fine.guidance stops here
+
+    def fine_guidance(self) -> GuidanceConfig:
+        """The fine stage's guidance: the run's guidance section with fine.guidance's keys over it."""
+        if self.fine is None:
+            return self.guidance
+        return build(GuidanceConfig, {**to_dict(self.guidance), **self.fine.guidance}, prefix="fine.guidance")
 
     def mesh_export_config(self):  # -> export.ExportConfig (imported here: export/ loads trimesh)
         """The export settings of the mesh written at the end of a run."""

@@ -20,11 +20,10 @@ import torch
 
 from .cameras import CameraConfig, make_cameras, sample_cameras
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .config import ConfigError, to_dict
+from .config import ConfigError
 from .render.shading import LightConfig, sample_lights
 from .representation import Representation
 from .run_config import LoopConfig, RunConfig
-from .scene import build_scene
 from .utils import random
 from .utils.faults import fault_point
 from .utils.images import normal_to_rgb, save_png
@@ -91,19 +90,13 @@ class Stage:
     config: dict[str, Any]  # the run's resolved config, saved in each checkpoint
 
 
-def coarse_stage(cfg: RunConfig, device: torch.device | str) -> Stage:
-    """The NeRF stage of a run config (DreamFusion's whole recipe)."""
-    scene = build_scene(cfg, device=device, seed=cfg.seed)  # RunConfig extends SceneConfig
-    scene.schedule = cfg.train
-    return Stage("coarse", scene, cfg.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
-
-
 class Trainer:
     def __init__(self, stage: Stage, workspace: Workspace, device: torch.device, guidance: Callable | None = None):
         self.stage, self.ws, self.device = stage, workspace, torch.device(device)
         self.rep = stage.representation
         self.guidance = guidance
         self.optimizer = torch.optim.Adam(self.rep.parameter_groups(), betas=(0.9, 0.99), eps=1e-15)
+        self.base_lr = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # the config's rates
         self.generator = torch.Generator(device="cpu").manual_seed(stage.seed)
         autocast_dtype, needs_scaler = field_autocast(stage.loop.field_precision, self.device)
         self.rep.autocast_dtype = autocast_dtype
@@ -114,6 +107,8 @@ class Trainer:
 
     @classmethod
     def coarse(cls, cfg: RunConfig, workspace: Workspace, device: torch.device, guidance: Callable | None = None) -> "Trainer":
+        from .stages import coarse_stage
+
         return cls(coarse_stage(cfg, device), workspace, device, guidance)
 
     @property
@@ -152,11 +147,10 @@ class Trainer:
         state = load_checkpoint(self.ws.last_checkpoint, map_location="cpu")
         try:
             self.rep.load_state_dict(state["scene"])
-            configured = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
             self.optimizer.load_state_dict(state["optimizer"])
             match_state_shapes(self.optimizer)
             for group in self.optimizer.param_groups:  # the config's rates, e.g. lowered after a non-finite stop
-                group["lr"] = configured[group["name"]]
+                group["lr"] = self.base_lr[group["name"]]
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and "cuda_rng" in state:
@@ -195,6 +189,9 @@ class Trainer:
         t = self.stage.loop
         start = time.perf_counter()
         self.rep.prepare_step(self.step, self.generator)
+        scales = self.rep.learning_rate_scales(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_lr[group["name"]] * scales.get(group["name"], 1.0)
         cams = sample_cameras(self.stage.camera, t.batch_size, self.generator, device="cpu").to(self.device)
         lights = sample_lights(self.stage.light, cams.position.cpu(), self.generator).to(self.device)
         shading, ambient, diffuse = self._shading()

@@ -2,10 +2,13 @@
 
     WORKSPACE/
       config.yaml            the fully resolved config (its scene sections rebuild the field)
-      checkpoints/last.pt    the latest checkpoint: {"scene": Scene.state_dict(), "step": int, ...}
+      checkpoints/last.pt    the coarse stage's latest checkpoint: {"scene": state, "step": int, ...}
       checkpoints/step_N.pt  periodic checkpoints
-      validation/ metrics.jsonl mesh/ video/
-      run.json               prompt and timings, written when the run finishes
+      validation/ metrics.jsonl
+      fine/                  the fine stage (when the run has one): checkpoints/ validation/ metrics.jsonl
+      mesh/ video/           the run's result: the last stage's mesh and turntable
+      coarse/mesh/           in a two-stage run, the coarse stage's mesh (for comparison)
+      run.json               prompt, stages and timings, written when the run finishes
 """
 from __future__ import annotations
 
@@ -41,6 +44,20 @@ class Workspace:
     validation_dir = property(lambda self: self.root / "validation")
     metrics_path = property(lambda self: self.root / "metrics.jsonl")
     summary_path = property(lambda self: self.root / "run.json")  # written when a run finishes
+
+    def stage(self, name: str) -> "Workspace":
+        """The folder of one stage's training: the root for the coarse stage, fine/ for the fine one."""
+        return self if name == "coarse" else Workspace(self.root / name)
+
+    def final_stage(self) -> str:
+        """The last stage trained here: 'fine' once fine/checkpoints/last.pt exists, else 'coarse'."""
+        return "fine" if self.stage("fine").last_checkpoint.is_file() else "coarse"
+
+    def checkpoint_step(self) -> int | None:
+        """The step of checkpoints/last.pt (None without one; CheckpointError if unreadable)."""
+        if not self.last_checkpoint.is_file():
+            return None
+        return int(load_checkpoint(self.last_checkpoint).get("step", 0))
 
     def read_config(self) -> dict[str, Any]:
         if not self.config_path.is_file():

@@ -23,6 +23,7 @@ import torch
 from dreamfusion.checkpoint import load_checkpoint
 from dreamfusion.cli.errors import run_cli
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
+from small_runs import FINE_SMALL
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def prior(tmp_path_factory):
 def small(prior: Path, steps: int, *extra: str) -> list[str]:
     return [f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.resolution=32",
             "train.checkpoint_every=10", "train.validation_every=10", "export.mesh_resolution=64",
-            "export.texture_size=64", f"export.video={HAVE_FFMPEG}", "export.video_frames=4", "export.video_resolution=64", *extra]
+            "export.texture_size=64", f"export.video={HAVE_FFMPEG}", "export.video_frames=4", "export.video_resolution=64", *FINE_SMALL, *extra]
 
 
 def dream(argv: list[str]) -> int:

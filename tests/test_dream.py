@@ -8,6 +8,7 @@ import torch
 
 from dreamfusion.cli.errors import run_cli
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
+from small_runs import FINE_SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("dream_script", REPO / "scripts" / "dream.py")
@@ -25,7 +26,7 @@ def small(prior, steps, *extra):
         f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
         "train.resolution=16", "render.n_samples=16", "train.validation_every=4", "train.checkpoint_every=4",
         "train.ambient_only_steps=2", "export.mesh_resolution=48", "export.texture_size=32",
-        "export.video_frames=2", "export.video_resolution=32", *extra,
+        "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL, *extra,
     ]
 
 

@@ -30,6 +30,7 @@ from dreamfusion.cli.errors import run_cli
 from dreamfusion.export import load_exported_mesh
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
 from dreamfusion.workspace import Workspace
+from small_runs import FINE_SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_PRIOR = REPO / "assets" / "toy_prior"
@@ -56,7 +57,7 @@ def small(prior: str | Path, steps: int, *extra: str) -> list[str]:
         f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
         "train.resolution=16", "render.n_samples=16", "field.encoding.n_levels=4", "field.encoding.log2_hashmap_size=12",
         "train.validation_every=4", "train.checkpoint_every=4", "train.ambient_only_steps=2",
-        "export.mesh_resolution=48", "export.texture_size=32", "export.video_frames=2", "export.video_resolution=32",
+        "export.mesh_resolution=48", "export.texture_size=32", "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL,
         *extra,
     ]
 
@@ -245,7 +246,11 @@ def damage_checkpoint(path: Path, kind: str) -> None:
         torch.save({"step": state["step"]}, path)
     elif kind == "wrong-shapes":  # a field of another size
         state = torch.load(path, weights_only=True)
-        state["scene"]["field"] = {k: v[:1] if torch.is_tensor(v) else v for k, v in state["scene"]["field"].items()}
+        scene = state["scene"]
+        if "field" in scene:  # the coarse NeRF
+            scene["field"] = {k: v[:1] if torch.is_tensor(v) else v for k, v in scene["field"].items()}
+        else:  # the fine DMTet: its grid tensors
+            state["scene"] = {k: v[:1] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in scene.items()}
         torch.save(state, path)
     elif kind == "not-a-dict":
         torch.save([1, 2, 3], path)
@@ -279,15 +284,17 @@ def test_checkpoint_of_another_config_stops_resume(ws, tiny_prior, capsys):
     assert snapshot(ws) == before
 
 
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
 @pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
-def test_bad_checkpoint_stops_export_and_loses_nothing(ws, capsys, kind):
-    last = ws / "checkpoints" / "last.pt"
+def test_bad_checkpoint_stops_export_and_loses_nothing(ws, capsys, kind, stage):
+    last = (ws / "fine" if stage == "fine" else ws) / "checkpoints" / "last.pt"
     damage_checkpoint(last, kind)
     before = snapshot(ws)
-    assert export_mesh.main(["--workspace", str(ws), "--resolution", "32", "--texture-size", "32", "--quiet"]) == 1
+    assert export_mesh.main(["--workspace", str(ws), "--stage", stage, "--resolution", "32", "--texture-size", "32", "--quiet"]) == 1
     one_error_line(capsys.readouterr().err, str(last), BAD_CHECKPOINTS[kind])
-    assert render_video.main(["--workspace", str(ws), "--frames", "2", "--resolution", "32", "--quiet"]) == 1
-    one_error_line(capsys.readouterr().err, str(last), BAD_CHECKPOINTS[kind])
+    if stage == "coarse":  # the field's volume render reads the checkpoint (the fine stage's video renders its mesh file)
+        assert render_video.main(["--workspace", str(ws), "--stage", "coarse", "--frames", "2", "--resolution", "32", "--quiet"]) == 1
+        one_error_line(capsys.readouterr().err, str(last), BAD_CHECKPOINTS[kind])
     assert snapshot(ws) == before
 
 
@@ -302,6 +309,7 @@ def test_resume_without_checkpoint_is_refused(ws, tiny_prior, capsys):
 @pytest.mark.parametrize("script", ["export_mesh", "render_video"])
 def test_export_without_checkpoint_is_refused(ws, capsys, script):
     shutil.rmtree(ws / "checkpoints")
+    shutil.rmtree(ws / "fine")  # no stage left at all
     before = snapshot(ws)
     main = export_mesh.main if script == "export_mesh" else render_video.main
     assert main(["--workspace", str(ws), "--resolution", "32", "--quiet"]) == 1
@@ -329,10 +337,10 @@ def test_degenerate_field_export_says_what_to_do(ws, capsys, case, message):
         poison_field(ws)
     before = snapshot(ws)
     if case == "nan-field-video":
-        code = render_video.main(["--workspace", str(ws), "--frames", "2", "--resolution", "32", "--quiet", "--cache-resolution", "32"])
+        code = render_video.main(["--workspace", str(ws), "--stage", "coarse", "--frames", "2", "--resolution", "32", "--quiet", "--cache-resolution", "32"])
     else:
         flags = ["--threshold", "1e9"] if case == "threshold-above-the-peak" else []
-        code = export_mesh.main(["--workspace", str(ws), "--resolution", "32", "--texture-size", "32", "--quiet", *flags])
+        code = export_mesh.main(["--workspace", str(ws), "--stage", "coarse", "--resolution", "32", "--texture-size", "32", "--quiet", *flags])
     assert code == 1
     line = one_error_line(capsys.readouterr().err, message)
     assert "Vertex matrix" not in line
@@ -373,10 +381,12 @@ def test_checkpoint_with_pickled_code_is_refused_and_never_runs(ws, tiny_prior, 
     with pytest.raises(CheckpointError, match="not a dreamfusion checkpoint"):
         load_checkpoint(evil)
     shutil.copy(evil, ws / "checkpoints" / "last.pt")
-    assert export_mesh.main(["--workspace", str(ws), "--resolution", "32", "--quiet"]) == 1
+    shutil.copy(evil, ws / "fine" / "checkpoints" / "last.pt")
+    assert export_mesh.main(["--workspace", str(ws), "--stage", "coarse", "--resolution", "32", "--quiet"]) == 1
+    assert export_mesh.main(["--workspace", str(ws), "--resolution", "32", "--quiet"]) == 1  # the fine stage's
     assert dream_cli(resume_args(ws, tiny_prior)) == 1
     err = capsys.readouterr().err
-    assert err.count("is corrupt, cut short or not a dreamfusion checkpoint") == 2 and "Traceback" not in err
+    assert err.count("is corrupt, cut short or not a dreamfusion checkpoint") == 3 and "Traceback" not in err
     assert not marker.exists()
 
 
@@ -497,7 +507,7 @@ def test_sigkill_anywhere_then_resume_ends_exactly_like_an_uninterrupted_run(tin
     # 3. resumed to the end
     code, out, err = finish(start_dream([*common, "--workspace", str(b), "--resume"]))
     assert code == 0, err
-    assert "resuming" in out and "at step 4" in out
+    assert "resuming" in out and "at coarse step 4" in out
     code, _, err = finish(uninterrupted)
     assert code == 0, err
 

@@ -1,7 +1,8 @@
 """`dreamfusion-dream` / scripts/dream.py: text to 3D from the command line (the run is pipeline.run).
 
     dreamfusion-dream --prompt "a red cube" [--negative TEXT] [--config configs/toy.yaml] [--steps N]
-        [--seed S] [--workspace DIR] [--device auto|cpu|cuda] [--resume] [--overwrite] [key=value ...]
+        [--seed S] [--workspace DIR] [--device auto|cpu|cuda] [--stage coarse|fine|all] [--from WORKSPACE]
+        [--resume] [--overwrite] [key=value ...]
 """
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workspace", default=None, help="run folder (default: outputs/<prompt-slug>)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
+    p.add_argument("--stage", choices=("coarse", "fine", "all"), default=None,
+                   help="which stages to train: the coarse NeRF, the fine DMTet mesh refined from it, or both "
+                        "(default: all when the config has a fine: section, as configs/toy.yaml does)")
+    p.add_argument("--from", dest="source", default=None, metavar="WORKSPACE",
+                   help="refine the finished coarse run in WORKSPACE (the fine stage; written there unless --workspace)")
     p.add_argument("--resume", action="store_true", help="continue from the workspace's last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in the workspace")
     p.add_argument("--force", action="store_true", help="run even with words the bundled prior has never seen")
@@ -45,7 +51,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     request = RunRequest(
         prompt=args.prompt, negative=args.negative, config=args.config, steps=args.steps, seed=args.seed,
         workspace=args.workspace, device=args.device, resume=args.resume, overwrite=args.overwrite, force=args.force,
-        no_export=args.no_export, quiet=args.quiet, overrides=list(args.overrides), program=program_name(),
+        no_export=args.no_export, quiet=args.quiet, overrides=list(args.overrides), stage=args.stage, source=args.source,
+        program=program_name(),
     )
     return run(request).code
 

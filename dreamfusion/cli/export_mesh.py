@@ -1,4 +1,4 @@
-"""Export a workspace's field as a textured mesh: DIR/mesh/model.obj (+ .mtl, albedo.png), model.glb, model.ply.
+"""Export a workspace's result as a textured mesh: DIR/mesh/model.obj (+ .mtl, albedo.png), model.glb, model.ply.
 
     python scripts/export_mesh.py --workspace DIR [--resolution 256] [--threshold auto|FLOAT]
         [--texture-size 1024] [--formats obj,glb,ply] [--decimate FACES] [--up z|y]
@@ -15,7 +15,8 @@ from typing import Sequence
 from .args import add_common_options, parse_or_exit_code, subset_arg
 from .errors import run_cli
 from ..config import ConfigError
-from ..export import FORMATS, ExportConfig, ExportError, export_mesh
+from ..export import FORMATS, ExportConfig, ExportError
+from ..stages import export_dir, load_stage
 from ..workspace import Workspace
 
 
@@ -34,7 +35,9 @@ def threshold_arg(text: str) -> float | None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", required=True, help="the run's folder (config.yaml + checkpoints/last.pt)")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint other than checkpoints/last.pt")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint other than the stage's last.pt")
+    p.add_argument("--stage", choices=("coarse", "fine"), default=None,
+                   help="which stage to export (default: the run's last; a refined run's coarse mesh goes to DIR/coarse/mesh)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid points per axis (default 256)")
     p.add_argument("--threshold", type=threshold_arg, default=None, metavar="auto|FLOAT",
                    help="density iso-level; auto (default) puts the surface where renders become opaque")
@@ -61,12 +64,12 @@ def _main(argv: Sequence[str] | None) -> int:
     except ExportError as err:
         raise ConfigError(str(err)) from None
     ws = Workspace(args.workspace)
-    scene, _ = ws.load_scene(args.device, args.checkpoint)
-    result = export_mesh(scene.field, ws.mesh_dir, cfg, bound=scene.field.cfg.bound, progress=not args.quiet)
-    print(
-        f"wrote {', '.join(p.name for p in result.files)} to {ws.mesh_dir} "
-        f"({result.n_vertices} vertices, {result.n_faces} faces, iso-level {result.level:.4g})"
-    )
+    rep, stage = load_stage(ws, args.stage, args.device, args.checkpoint)
+    out = export_dir(ws, stage)
+    result = rep.export_mesh(out.mesh_dir, cfg, progress=not args.quiet)  # the fine stage exports its own mesh
+    level = f", iso-level {result.level:.4g}" if stage == "coarse" else " (the DMTet's surface)"
+    print(f"wrote {', '.join(p.name for p in result.files)} to {out.mesh_dir} "
+          f"({result.n_vertices} vertices, {result.n_faces} faces{level})")
     return 0
 
 

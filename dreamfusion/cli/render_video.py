@@ -17,13 +17,15 @@ from .args import add_common_options, parse_or_exit_code, subset_arg
 from .errors import run_cli
 from ..export import load_exported_mesh
 from ..export.video import MODES, VideoConfig, orbit_of, render_turntable
+from ..stages import export_dir, load_stage
 from ..workspace import Workspace
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", required=True, help="the run's folder (config.yaml + checkpoints/last.pt)")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint other than checkpoints/last.pt")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint other than the stage's last.pt")
+    p.add_argument("--stage", choices=("coarse", "fine"), default=None, help="which stage to render (default: the run's last)")
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--resolution", type=int, default=512, help="frame width and height, even (default 512)")
@@ -52,17 +54,19 @@ def _main(argv: Sequence[str] | None) -> int:
         modes=args.modes, layout=args.layout, cache_resolution=args.cache_resolution,
     )
     cfg.validate()
-    if args.mesh:
-        paths = render_turntable(ws.video_dir, cfg, mesh=load_exported_mesh(ws.mesh_dir), progress=not args.quiet)
+    stage = args.stage or ws.final_stage()
+    out = export_dir(ws, stage)
+    if args.mesh or stage == "fine":  # the fine stage is a mesh: its turntable shows the exported file
+        paths = render_turntable(out.video_dir, cfg, mesh=load_exported_mesh(out.mesh_dir), progress=not args.quiet)
     else:
-        scene, _ = ws.load_scene(args.device, args.checkpoint)
+        scene, _ = load_stage(ws, "coarse", args.device, args.checkpoint)
         background = None
         if args.background == "scene":
             # a fresh seeded generator per frame: a random-colour background stays one colour, not a flicker
             background = lambda dirs: scene.background(dirs[None].to(args.device), torch.Generator().manual_seed(0))[0].cpu()  # noqa: E731
-        paths = render_turntable(ws.video_dir, cfg, field=scene.field, bound=scene.field.cfg.bound,
+        paths = render_turntable(out.video_dir, cfg, field=scene.field, bound=scene.field.cfg.bound,
                                  background=background, progress=not args.quiet)
-    print(f"wrote {', '.join(p.name for p in paths)} to {ws.video_dir}")
+    print(f"wrote {', '.join(p.name for p in paths)} to {out.video_dir}")
     return 0
 
 

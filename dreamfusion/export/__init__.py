@@ -12,9 +12,10 @@ import json
 import time
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
+import torch
 import trimesh
 
 from ..checkpoint import atomic_write
@@ -30,6 +31,7 @@ __all__ = [
     "ExportResult",
     "FORMATS",
     "export_mesh",
+    "write_textured_mesh",
     "load_exported_mesh",
     "to_up_axis",
 ]
@@ -115,14 +117,38 @@ def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = N
     Raises ExportError (one sentence with the likely fix) when there is no surface; nothing is
     written then.
     """
+    cfg = cfg or ExportConfig()
+    cfg.validate()
+    bound = float(bound if bound is not None else getattr(getattr(field, "cfg", None), "bound", 1.0))
+    start = time.perf_counter()
+    mesh, level = extract_mesh(
+        field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk, smooth=cfg.smooth
+    )
+    return write_textured_mesh(mesh, lambda x: field(x).albedo, field_device(field), out_dir, cfg, progress,
+                               level=level, seconds={"mesh": time.perf_counter() - start})
+
+
+def write_textured_mesh(
+    mesh: trimesh.Trimesh,
+    albedo: Callable[[torch.Tensor], torch.Tensor],  # world points (N, 3) -> colours (N, 3) in [0, 1]
+    device: torch.device,
+    out_dir: str | Path,
+    cfg: ExportConfig | None = None,
+    progress: bool = True,
+    level: float = float("nan"),
+    seconds: dict[str, float] | None = None,
+) -> ExportResult:
+    """A mesh (+z up, world units) and its colour function as textured files in out_dir: UV atlas,
+    baked texture, obj/mtl/png, glb, ply (vertex colours) and export.json. Everything is built in
+    memory first and each file written atomically, so a failure writes nothing. Both stages use it:
+    the NeRF's marching-cubes mesh and the DMTet's own mesh."""
     from tqdm.auto import tqdm
 
     cfg = cfg or ExportConfig()
     cfg.validate()
-    bound = float(bound if bound is not None else getattr(getattr(field, "cfg", None), "bound", 1.0))
     out_dir = Path(out_dir)
-    seconds: dict[str, float] = {}
-    bar = tqdm(total=5, desc="export", unit="step", disable=not progress, leave=False)
+    seconds = dict(seconds or {})
+    bar = tqdm(total=4, desc="export", unit="step", disable=not progress, leave=False)
 
     def stage(name: str, start: float) -> float:
         now = time.perf_counter()
@@ -133,15 +159,11 @@ def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = N
 
     t = time.perf_counter()
     try:  # everything in memory first: a failure here writes nothing
-        mesh, level = extract_mesh(
-            field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk, smooth=cfg.smooth
-        )
-        t = stage("mesh", t)
         normals = np.asarray(mesh.vertex_normals, np.float64)
         need_texture = "obj" in cfg.formats or "glb" in cfg.formats
-        uvm, image = bake_albedo_texture(field, mesh, cfg.texture_size, cfg.chunk) if need_texture else (None, None)
+        uvm, image = bake_albedo_texture(albedo, mesh, cfg.texture_size, cfg.chunk, device) if need_texture else (None, None)
         t = stage("texture", t)
-        vertex_colors = evaluate_points(lambda x: field(x).albedo, np.asarray(mesh.vertices), cfg.chunk, field_device(field))
+        vertex_colors = evaluate_points(albedo, np.asarray(mesh.vertices), cfg.chunk, device)
         t = stage("vertex colours", t)
         payload = _encode_files(mesh, normals, vertex_colors, uvm, image, cfg)
         t = stage("encode", t)
@@ -154,7 +176,7 @@ def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = N
         write_file(files[-1], data)
     result = ExportResult(files, level, len(mesh.vertices), len(mesh.faces), uvm.n_charts if uvm else 0, seconds)
     meta = {
-        "level": level,
+        "level": level if np.isfinite(level) else None,
         "up": cfg.up,
         "vertices": result.n_vertices,
         "faces": result.n_faces,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from .mesh import ExportError, evaluate_points, field_device
+from .mesh import ExportError, evaluate_points
 from .rasterize import covering_pixels, unique_first
 
 
@@ -302,9 +302,10 @@ def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return out[0, :, 0].T.numpy()
 
 
-def bake_albedo_texture(field: object, mesh: trimesh.Trimesh, texture_size: int, chunk: int = 65536) -> tuple[UVMesh, np.ndarray]:
-    """UV atlas for `mesh` and the filled albedo texture (size, size, 3) float baked from `field`."""
+def bake_albedo_texture(albedo: Callable[[torch.Tensor], torch.Tensor], mesh: trimesh.Trimesh, texture_size: int,
+                        chunk: int = 65536, device: torch.device | str = "cpu") -> tuple[UVMesh, np.ndarray]:
+    """UV atlas for `mesh` and the filled albedo texture (size, size, 3) float baked from the colour
+    function `albedo` (world points (N, 3) -> (N, 3), e.g. a field's albedo head) on `device`."""
     uv_mesh = uv_atlas(mesh, texture_size)
-    albedo = lambda x: field(x).albedo  # noqa: E731
-    image, mask = bake_texture(albedo, uv_mesh, texture_size, chunk, field_device(field))
+    image, mask = bake_texture(albedo, uv_mesh, texture_size, chunk, torch.device(device))
     return uv_mesh, fill_texture(image, mask)

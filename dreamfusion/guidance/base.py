@@ -161,6 +161,15 @@ class DiffusionGuidance:
             prediction_type=self.prediction_type, noise=noise, generator=generator,
         )
 
+    def with_config(self, cfg: GuidanceConfig) -> "DiffusionGuidance":
+        """The same loaded model and embeddings, scored with other SDS settings (t range, CFG scale,
+        ...): the fine stage's guidance when it keeps the coarse stage's model. `cfg` must name the same model."""
+        import copy
+
+        shared = copy.copy(self)
+        shared.cfg = cfg
+        return shared
+
     # ---- pieces ------------------------------------------------------------------------------
 
     def unet_fn(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

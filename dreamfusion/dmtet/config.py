@@ -1,0 +1,80 @@
+"""The fine stage's configuration: the DMTet, its loop, and the guidance it refines with.
+
+In a run config the section is `fine:`; a config that has one runs both stages by default
+(dream.py --stage all), and `--stage coarse` stops after the NeRF.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..config import ConfigError, key_of, require_nonnegative, require_positive
+from ..loop import LoopConfig, Schedule, constant
+
+
+@dataclass
+class DMTetConfig:
+    resolution: int = 64  # tet-grid cells per axis: (R+1)^3 vertices, 6 R^3 tets
+    init_close: int = 4  # voxels of morphological closing of the coarse solid (dmtet/init.py)
+    init_smooth: float = 1.0  # voxels: Gaussian on the initial signed distance
+    # The SDF and deformation updates pass through a Gaussian of this many voxels (0: per vertex):
+    # Adam turns the per-vertex noise of an SDS gradient into full-size steps, and a blurred
+    # parameterization keeps its updates smooth (a Sobolev gradient, as "Large Steps" does on meshes).
+    smooth_updates: float = 1.5
+    deform: bool = True  # per-vertex offsets of the grid, at most half a cell (DMTet's deformation)
+    texture: Literal["coarse", "hashgrid"] = "coarse"  # the colour field: the coarse NeRF's, or a fresh one
+    rasterizer: Literal["auto", "torch", "nvdiffrast"] = "auto"  # auto: nvdiffrast on CUDA when its probe passes
+
+    def validate(self, prefix: str = "") -> None:
+        if not 8 <= self.resolution <= 256:
+            raise ConfigError(f"{key_of(prefix, 'resolution')} must be within [8, 256], got {self.resolution}")
+        for name in ("init_close", "init_smooth", "smooth_updates"):
+            require_nonnegative(prefix, name, getattr(self, name))
+
+
+@dataclass
+class FineTrainConfig(LoopConfig):
+    """The fine stage's loop: learning rates, surface regularizers, optional phases."""
+
+    steps: int = 300
+    batch_size: int = 2
+    resolution: int = 64  # render size; the guidance resizes to its own (the toy prior: 32)
+    ambient_only_steps: int = 0
+    lr_sdf: float = 1e-3  # world units a step (before the blur)
+    lr_deform: float = 1e-3  # of the pre-tanh offsets (tanh * half a cell)
+    lr_texture: float = 1e-3  # the colour field's weights
+    lr_background: float = 1e-3
+    lambda_normal_consistency: Schedule = dataclasses.field(default_factory=lambda: constant(1.0))
+    lambda_laplacian: Schedule = dataclasses.field(default_factory=lambda: constant(10.0))
+    lambda_edge_uniformity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mesh quality
+    lambda_sdf_sign: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # DMTet's sign regularizer
+    # Phases (Fantasia3D, ProlificDreamer): the first geometry_only_steps freeze the texture, the last
+    # texture_only_steps freeze the geometry.
+    geometry_only_steps: int = 0
+    texture_only_steps: int = 0
+
+    def validate(self, prefix: str = "") -> None:
+        super().validate(prefix)
+        for name in ("lr_sdf", "lr_deform", "lr_texture", "lr_background", "geometry_only_steps", "texture_only_steps"):
+            require_nonnegative(prefix, name, getattr(self, name))
+        if self.geometry_only_steps + self.texture_only_steps > self.steps:
+            raise ConfigError(f"{key_of(prefix, 'geometry_only_steps')} + texture_only_steps exceed {key_of(prefix, 'steps')}")
+
+    def group_scales(self, step: int) -> dict[str, float]:
+        """Learning-rate factors of the parameter groups at `step` (the phases)."""
+        geometry = 0.0 if step >= self.steps - self.texture_only_steps else 1.0
+        texture = 0.0 if step < self.geometry_only_steps else 1.0
+        return {"sdf": geometry, "deform": geometry, "texture": texture}
+
+
+@dataclass
+class FineConfig:
+    dmtet: DMTetConfig = dataclasses.field(default_factory=DMTetConfig)
+    train: FineTrainConfig = dataclasses.field(default_factory=FineTrainConfig)
+    # Overrides of the run's guidance section for this stage, e.g. {t_range: [0.02, 0.5]} (threestudio
+    # refines at small t), or another model: {type: latent, model: stabilityai/stable-diffusion-2-1-base}.
+    guidance: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self, prefix: str = "") -> None:
+        require_positive(prefix, "train.steps", self.train.steps)

@@ -1,0 +1,176 @@
+"""The fine stage's representation: a DMTet surface with a texture field (Magic3D's second stage).
+
+Geometry: a signed distance and a deformation on every vertex of a tetrahedral grid (grid.py);
+marching tetrahedra (marching.py) turns them into a welded triangle mesh each step, differentiably
+in both. The SDF starts from the coarse NeRF's cleaned level set (init.py) and moves by a blurred
+per-vertex update (DMTetConfig.smooth_updates says why). Colour: a texture field queried at the
+surface, by default a copy of the coarse NeRF (its albedo head), which the stage keeps refining.
+Rendering rasterizes the mesh with analytic antialiasing (render/mesh_render.py); regularizers are
+the mesh terms of regularizers.py and DMTet's sign term; the export is the mesh itself, textured.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cameras import Cameras
+from ..field.nerf import NeRFField
+from ..render.background import Background
+from ..render.mesh_render import choose_rasterizer, render_mesh
+from ..render.renderer import RenderOutput
+from ..representation import Representation
+from .config import DMTetConfig, FineTrainConfig
+from .grid import tet_grid
+from .marching import MarchedMesh, marching_tets, sdf_sign_regularizer
+from .regularizers import edge_uniformity, laplacian, mesh_adjacency, normal_consistency
+
+
+def gaussian_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian (std `sigma` voxels, edges replicated) on volumes (C, N, N, N)."""
+    if sigma <= 0:
+        return volume
+    r = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=volume.dtype, device=volume.device)
+    kernel = torch.exp(-x.square() / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = volume.shape[0]
+    out = volume[None]
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = kernel.numel()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r  # F.pad lists the last dimension first
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), kernel.view(1, 1, *shape).expand(c, 1, *shape), groups=c)
+    return out[0]
+
+
+class DMTetScene(nn.Module, Representation):
+    def __init__(self, cfg: DMTetConfig, loop: FineTrainConfig, colour: NeRFField, background: Background,
+                 base_sdf: torch.Tensor, bound: float, device: torch.device | str = "cpu"):
+        nn.Module.__init__(self)
+        self.cfg, self.loop, self._bound = cfg, loop, float(bound)
+        self.device_ = torch.device(device)
+        n = cfg.resolution + 1
+        self.grid = tet_grid(cfg.resolution, bound).to(self.device_)
+        self.register_buffer("base_sdf", base_sdf.to(self.device_).reshape(n, n, n).float())
+        self.sdf_delta = nn.Parameter(torch.zeros(n, n, n, device=self.device_))
+        self.deform = nn.Parameter(torch.zeros(3, n, n, n, device=self.device_)) if cfg.deform else None
+        # train / eval / state_dict / load_state_dict are nn.Module's: the state is base_sdf,
+        # sdf_delta, deform, colour.* and background.* (a grid of another resolution fails to load).
+        self.colour = colour
+        self.background = background
+        self.raster = choose_rasterizer(cfg.rasterizer, self.device_)
+        self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def bound(self) -> float:
+        return self._bound
+
+    # ---- geometry --------------------------------------------------------------------------------
+    def sdf(self) -> torch.Tensor:
+        """(V,) signed distance on the grid vertices (< 0 inside)."""
+        return (self.base_sdf + gaussian_blur(self.sdf_delta[None], self.cfg.smooth_updates)[0]).reshape(-1)
+
+    def vertices(self) -> torch.Tensor:
+        """(V, 3) grid vertices, deformed by at most half a cell."""
+        if self.deform is None:
+            return self.grid.vertices
+        offsets = torch.tanh(gaussian_blur(self.deform, self.cfg.smooth_updates).reshape(3, -1).T)
+        return self.grid.vertices + offsets * (0.5 * self.grid.cell_size)
+
+    def mesh(self) -> MarchedMesh:
+        return marching_tets(self.vertices(), self.grid.tets, self.sdf())
+
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        """The texture field's colour (N, 3) at world points (N, 3)."""
+        enabled = self.autocast_dtype is not None
+        with torch.autocast(points.device.type, dtype=self.autocast_dtype or torch.float32, enabled=enabled):
+            return self.colour(points).albedo.float()
+
+    # ---- the representation interface --------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        t = self.loop
+        groups = [{"params": [self.sdf_delta], "lr": t.lr_sdf, "name": "sdf"}]
+        if self.deform is not None:
+            groups.append({"params": [self.deform], "lr": t.lr_deform, "name": "deform"})
+        groups.append({"params": list(self.colour.parameters()), "lr": t.lr_texture, "name": "texture"})
+        groups.append({"params": list(self.background.parameters()), "lr": t.lr_background, "name": "background"})
+        return groups
+
+    def learning_rate_scales(self, step: int) -> dict[str, float]:
+        return self.loop.group_scales(step)
+
+    def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo",
+               light_positions: torch.Tensor | None = None, ambient: float = 0.1, diffuse: float = 0.9,
+               generator: torch.Generator | None = None) -> RenderOutput:
+        m = self.mesh()
+        if m.faces.shape[0] == 0:
+            raise EmptySurfaceError("the fine stage's surface vanished (the SDF has one sign everywhere)")
+        return render_mesh(m.vertices, m.faces, cameras, height, width, self.albedo, self.background, shading,
+                           light_positions, ambient, diffuse, generator, self.raster)
+
+    def regularizers(self, out: RenderOutput) -> dict[str, torch.Tensor]:
+        v, f = out.extras["vertices"], out.extras["faces"]
+        adj = mesh_adjacency(f)
+        terms = {"normal_consistency": normal_consistency(v, f, adj), "laplacian": laplacian(v, adj, self.grid.cell_size),
+                 "edge_uniformity": edge_uniformity(v, adj)}
+        if self.loop.lambda_sdf_sign.start > 0 or self.loop.lambda_sdf_sign.end > 0:
+            terms["sdf_sign"] = sdf_sign_regularizer(self.sdf(), self.grid.edges)
+        return terms
+
+    @torch.no_grad()
+    def export_mesh(self, out_dir: str | Path, cfg: Any, progress: bool = True) -> Any:
+        """The DMTet's own surface (floaters removed, optionally decimated), textured from the colour field."""
+        import trimesh
+
+        from ..export import ExportError, write_textured_mesh
+        from ..export.mesh import decimate, remove_floaters
+
+        m = self.mesh()
+        if m.faces.shape[0] == 0:
+            raise ExportError("the fine stage's surface is empty (the SDF has one sign everywhere); rerun the fine stage")
+        mesh = trimesh.Trimesh(m.vertices.float().cpu().numpy(), m.faces.cpu().numpy(), process=True)
+        mesh = remove_floaters(mesh, cfg.min_component_ratio)
+        if cfg.decimate is not None:
+            mesh = decimate(mesh, cfg.decimate)
+        return write_textured_mesh(mesh, self.albedo, self.device_, out_dir, cfg, progress)
+
+
+class EmptySurfaceError(RuntimeError):
+    """The DMTet has no surface left to render."""
+
+
+def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field: NeRFField, coarse_background: Background,
+                           device: torch.device | str, seed: int = 0) -> DMTetScene:
+    """Magic3D's hand-over: the SDF from the coarse density's cleaned level set, the colour from the
+    coarse albedo network (a copy: the coarse checkpoint stays as it was), or a fresh field."""
+    from .init import sdf_from_density
+
+    bound = coarse_field.cfg.bound
+    base = sdf_from_density(coarse_field.eval(), cfg.resolution, bound, cfg.init_close, cfg.init_smooth)
+    colour = copy.deepcopy(coarse_field) if cfg.texture == "coarse" else NeRFField(coarse_field.cfg, device=device, seed=seed + 1)
+    colour.blob_scale, colour.active_levels = 0.0, None  # the colour field is read for its albedo only
+    scene = DMTetScene(cfg, loop, colour.train(), copy.deepcopy(coarse_background), base, bound, device)
+    return scene
+
+
+def blank_fine_scene(cfg: DMTetConfig, loop: FineTrainConfig, field_cfg, background: Background, bound: float,
+                     device: torch.device | str) -> DMTetScene:
+    """A DMTet of the right shapes to load a checkpoint into (export and resume need no coarse run)."""
+    n = cfg.resolution + 1
+    colour = NeRFField(field_cfg, device=device, seed=0)
+    return DMTetScene(cfg, loop, colour, background, torch.zeros(n**3), bound, device)
+
+
+def surface_stats(scene: DMTetScene) -> dict[str, float]:
+    """Faces and vertices of the current surface (for logs)."""
+    with torch.no_grad():
+        m = scene.mesh()
+    return {"faces": float(m.faces.shape[0]), "vertices": float(m.vertices.shape[0]), "tets": float(np.prod(scene.grid.tets.shape[:1]))}

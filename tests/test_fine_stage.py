@@ -1,0 +1,250 @@
+"""The fine stage (Magic3D's DMTet refinement): the SDF from a coarse density, fitting a DMTet to
+renders, the command's stages and --from, resume, and bad input."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from dreamfusion.cameras import make_cameras
+from dreamfusion.checkpoint import load_checkpoint
+from dreamfusion.cli.errors import run_cli
+from dreamfusion.dmtet.config import DMTetConfig, FineTrainConfig
+from dreamfusion.dmtet.init import sdf_from_density
+from dreamfusion.dmtet.scene import DMTetScene
+from dreamfusion.eval.geometry import topology
+from dreamfusion.field.encoding import HashGridConfig
+from dreamfusion.field.nerf import FieldConfig, NeRFField
+from dreamfusion.guidance.tiny import save_tiny_pixel_model
+from dreamfusion.render.background import Background, BackgroundConfig
+from dreamfusion.render.mesh_render import render_mesh
+
+from analytic_fields import AnalyticField, soft_sphere
+from small_runs import FINE_SMALL
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fine_dream", REPO / "scripts" / "dream.py")
+dream = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dream)
+PROMPT = "a red cube"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(argv: list[str]) -> int:
+    return run_cli(dream.main, argv, prog="dream")
+
+
+# ---- the starting SDF --------------------------------------------------------------------------------
+
+def riddled_ball(x: torch.Tensor) -> torch.Tensor:
+    """A soft ball of radius 0.5 with three narrow tunnels drilled through it along the axes, and a
+    small floater beside it: what an SDS-trained density looks like, in miniature (as soft as one)."""
+    r = x.norm(dim=-1)
+    ball = 60.0 * torch.sigmoid(60.0 * (0.5 - r))
+    tunnel = torch.zeros_like(r)
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        tunnel = torch.maximum(tunnel, torch.sigmoid(200.0 * (0.035 - torch.sqrt(x[:, a] ** 2 + x[:, b] ** 2))))
+    floater = 60.0 * torch.sigmoid(60.0 * (0.08 - (x - torch.tensor([0.8, 0.0, 0.0])).norm(dim=-1)))
+    return ball * (1 - tunnel) + floater
+
+
+def test_initial_sdf_closes_tunnels_and_drops_floaters():
+    field = AnalyticField(riddled_ball)
+    sdf = sdf_from_density(field, 48, 1.0, close=3, smooth=1.0)
+    from dreamfusion.dmtet.grid import tet_grid
+    from dreamfusion.dmtet.marching import marching_tets
+
+    grid = tet_grid(48)
+    m = marching_tets(grid.vertices, grid.tets, sdf)
+    mesh = trimesh.Trimesh(m.vertices.numpy(), m.faces.numpy())
+    topo = topology(mesh)
+    assert topo.genus == 0 and topo.components == 1 and topo.watertight  # the raw level set: genus 3 and a floater
+    radius = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(np.median(radius) - 0.5) < 0.03  # in the right place (a cell is 0.042)
+
+
+def test_initial_sdf_refuses_an_empty_field():
+    from dreamfusion.dmtet.init import NoSurfaceError
+
+    with pytest.raises(NoSurfaceError, match="no opaque surface"):
+        sdf_from_density(AnalyticField(lambda x: torch.zeros_like(x[:, 0])), 16, 1.0)
+
+
+# ---- fitting a DMTet to renders ------------------------------------------------------------------
+
+def toy_cube_mesh() -> trimesh.Trimesh:
+    """The toy world's rounded cube (half size 0.4), finely meshed, so its vertex normals are face normals."""
+    from dreamfusion.export.mesh import marching_cubes
+    from dreamfusion.toyworld.scenes import sdf
+
+    ax = np.linspace(-0.8, 0.8, 64, dtype=np.float32)
+    grid = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    d = sdf("cube", torch.from_numpy(grid)).numpy().reshape(64, 64, 64)
+    return trimesh.Trimesh(*marching_cubes(-d, 0.0, 0.8))
+
+
+def target_views(mesh: trimesh.Trimesh, cams, res: int) -> tuple[torch.Tensor, torch.Tensor]:
+    v = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+    f = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
+    out = render_mesh(v, f, cams, res, res, lambda p: torch.ones_like(p), Background(BackgroundConfig(type="solid", color=(0, 0, 0))))
+    return out.opacity.detach(), out.normal.detach()
+
+
+def test_a_dmtet_fits_renders_of_a_cube_on_the_cpu():
+    """From a sphere's SDF, silhouette + normal-map losses on 4 views turn the DMTet into the toy cube:
+    the silhouette IoU and the normal angle against the cube's renders both reach a box's."""
+    res, n_views = 48, 4
+    full = lambda v: torch.full((n_views,), float(v))  # noqa: E731
+    cams = make_cameras(full(25.0), torch.arange(n_views) * 90.0 + 20.0, full(2.2), full(45.0))
+    target_mask, target_normal = target_views(toy_cube_mesh(), cams, res)
+    cfg = DMTetConfig(resolution=24, smooth_updates=1.0, rasterizer="torch")
+    loop = FineTrainConfig(lr_sdf=1e-2, lr_deform=5e-3)
+    grid = __import__("dreamfusion.dmtet.grid", fromlist=["tet_grid"]).tet_grid(24)
+    sphere_sdf = grid.vertices.norm(dim=-1) - 0.45
+    colour = NeRFField(FieldConfig(hidden_dim=8, encoding=HashGridConfig(n_levels=2, log2_hashmap_size=8)), seed=0)
+    scene = DMTetScene(cfg, loop, colour, Background(BackgroundConfig(type="solid", color=(0, 0, 0))), sphere_sdf, 1.0)
+    opt = torch.optim.Adam([scene.sdf_delta, scene.deform], lr=1e-2)
+
+    def measure():
+        with torch.no_grad():
+            out = scene.render(cams, res, res)
+        mask = out.opacity > 0.5
+        iou = (mask & (target_mask > 0.5)).sum() / (mask | (target_mask > 0.5)).sum()
+        both = mask[..., 0] & (target_mask[..., 0] > 0.5)
+        cos = (out.normal[both] * target_normal[both]).sum(-1).clamp(-1, 1)
+        return float(iou), float(torch.rad2deg(torch.acos(cos)).mean())
+
+    iou0, angle0 = measure()
+    for _ in range(60):
+        out = scene.render(cams, res, res)
+        loss = (out.opacity - target_mask).square().mean() + 0.5 * (out.normal - target_normal).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    iou1, angle1 = measure()
+    assert iou1 > 0.95 and iou0 < 0.8, (iou0, iou1)  # measured: 0.66 -> 0.98
+    assert angle1 < 10.0 and angle0 > 25.0, (angle0, angle1)  # measured: 31 -> 7 degrees
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory) -> Path:
+    return save_tiny_pixel_model(tmp_path_factory.mktemp("prior"), sample_size=16, camera=True)
+
+
+def small(prior: Path, steps: int = 4, *extra: str) -> list[str]:
+    return [f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
+            "train.resolution=16", "render.n_samples=16", "field.encoding.n_levels=4", "field.encoding.log2_hashmap_size=12",
+            "train.validation_every=4", "train.checkpoint_every=4", "train.ambient_only_steps=2", "export.mesh_resolution=32",
+            "export.texture_size=32", "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL, *extra]
+
+
+@pytest.fixture(scope="module")
+def coarse_run(prior, tmp_path_factory) -> Path:
+    """A finished coarse-only run (the initial blob still has a surface after 4 steps)."""
+    ws = tmp_path_factory.mktemp("coarse") / "ws"
+    assert run(["--prompt", PROMPT, "--workspace", str(ws), "--quiet", "--stage", "coarse", *small(prior)]) == 0
+    return ws
+
+
+def test_the_default_recipe_runs_both_stages_and_writes_every_artifact(prior, tmp_path):
+    ws = tmp_path / "ws"
+    assert run(["--prompt", PROMPT, "--workspace", str(ws), "--quiet", *small(prior, 4, "fine.train.steps=10")]) == 0
+    summary = json.loads((ws / "run.json").read_text())
+    assert summary["stages"] == ["coarse", "fine"] and summary["result"] == "fine" and summary["steps"] == {"coarse": 4, "fine": 10}
+    assert summary["finished"] and summary["exported"], summary
+    assert load_checkpoint(ws / "checkpoints" / "last.pt")["step"] == 4
+    assert load_checkpoint(ws / "fine" / "checkpoints" / "last.pt")["step"] == 10
+    assert [json.loads(l)["step"] for l in (ws / "fine" / "metrics.jsonl").read_text().splitlines()] == list(range(1, 11))
+    assert sorted(p.name for p in (ws / "fine" / "validation").iterdir()) == [f"step_{s:06d}.png" for s in (2, 4, 6, 8, 10)]
+    for name in ("model.obj", "model.mtl", "albedo.png", "model.glb", "model.ply", "export.json"):
+        assert (ws / "mesh" / name).is_file() and (ws / "coarse" / "mesh" / name).is_file()
+    assert sorted(p.name for p in (ws / "video").iterdir()) == ["turntable_normal.mp4", "turntable_rgb.mp4"]
+    fine_mesh = trimesh.load(ws / "mesh" / "model.ply", process=False)
+    assert topology(fine_mesh).watertight  # the DMTet's own surface, not a marching-cubes mesh of it
+
+
+def test_a_resumed_fine_stage_ends_exactly_where_an_uninterrupted_one_does(prior, coarse_run, tmp_path):
+    """Refine one coarse run twice: 6 fine steps at once, and 3 steps, then --resume to 6."""
+    import shutil
+
+    a, b = Path(shutil.copytree(coarse_run, tmp_path / "a")), Path(shutil.copytree(coarse_run, tmp_path / "b"))
+    common = ["--prompt", PROMPT, "--quiet", "--no-export", "--stage", "fine"]
+    assert run([*common, "--workspace", str(a), *small(prior, 4, "fine.train.steps=6")]) == 0
+    assert run([*common, "--workspace", str(b), *small(prior, 4, "fine.train.steps=3")]) == 0
+    assert run([*common, "--workspace", str(b), "--resume", *small(prior, 4, "fine.train.steps=6")]) == 0
+    strip = lambda ws: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in (ws / "fine" / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert strip(a) == strip(b) and len(strip(a)) == 6
+    sa = load_checkpoint(a / "fine" / "checkpoints" / "last.pt")["scene"]
+    sb = load_checkpoint(b / "fine" / "checkpoints" / "last.pt")["scene"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa if torch.is_tensor(sa[k]))
+
+
+def test_from_refines_another_workspace_and_leaves_it_as_it_was(prior, coarse_run, tmp_path):
+    before = {p: p.read_bytes() for p in coarse_run.rglob("*") if p.is_file()}
+    out = tmp_path / "refined"
+    assert run(["--prompt", PROMPT, "--from", str(coarse_run), "--workspace", str(out), "--quiet", *small(prior)]) == 0
+    assert (out / "mesh" / "model.obj").is_file() and (out / "fine" / "checkpoints" / "last.pt").is_file()
+    assert json.loads((out / "run.json").read_text())["source"] == str(coarse_run)
+    assert {p: p.read_bytes() for p in coarse_run.rglob("*") if p.is_file()} == before
+
+
+def test_refining_in_place_keeps_the_coarse_result(prior, coarse_run, tmp_path):
+    import shutil
+
+    ws = Path(shutil.copytree(coarse_run, tmp_path / "ws"))
+    coarse_ply = (ws / "mesh" / "model.ply").read_bytes() if (ws / "mesh" / "model.ply").is_file() else None
+    assert run(["--prompt", PROMPT, "--workspace", str(ws), "--stage", "fine", "--quiet", *small(prior)]) == 0
+    if coarse_ply is not None:
+        assert (ws / "coarse" / "mesh" / "model.ply").read_bytes() == coarse_ply  # moved aside, not lost
+    assert (ws / "mesh" / "export.json").is_file() and json.loads((ws / "run.json").read_text())["result"] == "fine"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such workspace"),
+    ("unfinished", "is not a finished coarse run (step 2 of 4)"),
+    ("not-a-run", "is not a finished coarse run (no config.yaml"),
+    ("no-surface", "coarse run has no surface to refine"),
+    ("no-fine-section", "the config has no fine: section"),
+])
+def test_bad_from_is_refused_with_one_line_and_nothing_written(prior, tmp_path, capsys, case, message):
+    source = tmp_path / "source"
+    extra: list[str] = []
+    if case == "unfinished":  # as an interrupted run leaves it: last.pt at step 2 of 4
+        assert run(["--prompt", PROMPT, "--workspace", str(source), "--quiet", "--stage", "coarse", "--no-export",
+                    *small(prior, 4, "train.checkpoint_every=2")]) == 0
+        (source / "checkpoints" / "last.pt").write_bytes((source / "checkpoints" / "step_000002.pt").read_bytes())
+    elif case == "not-a-run":
+        source.mkdir()
+        (source / "notes.txt").write_text("not a run")
+    elif case == "no-surface":
+        assert run(["--prompt", PROMPT, "--workspace", str(source), "--quiet", "--stage", "coarse", "--no-export",
+                    *small(prior, 4, "field.blob=none")]) == 0
+    elif case == "no-fine-section":
+        extra = ["--config", str(REPO / "configs" / "dreamfusion-sd.yaml")]
+    capsys.readouterr()
+    before = snapshot(source)
+    out = tmp_path / "out"
+    args = small(prior, 4) if case != "no-fine-section" else [a for a in small(prior, 4) if not a.startswith("fine.")]
+    code = run(["--prompt", PROMPT, "--from", str(source), "--workspace", str(out), "--quiet", *extra, *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
+    assert snapshot(source) == before and not out.exists()
