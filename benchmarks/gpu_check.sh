@@ -3,9 +3,9 @@
 # nothing else of ours and no network):
 #   1. installs what the image lacks from wheels brought along in .whl/ (fetch them beforehand on a
 #      machine with network: benchmarks/gpu_wheels.sh);
-#   2. builds nerfacc's CUDA kernels (and nvdiffrast's, when its wheel is there) once, into
-#      .gpu_cache/, and leaves the built extensions as $OUT/gpu_cache.tar.gz: unpack it into the
-#      tree and carry .gpu_cache next time, and the build is skipped;
+#   2. builds nerfacc's CUDA kernels (JIT) and nvdiffrast (from .whl/nvdiffrast-src.tar.gz) once,
+#      into .gpu_cache/, and leaves them as $OUT/gpu_cache.tar.gz: unpack it into the tree and carry
+#      .gpu_cache next time, and the builds are skipped;
 #   3. runs the tests marked `cuda` and benchmarks/gpu_figures.py;
 #   4. prints one JSON line: the test counts and the figures.
 # Usage (repository root): OUT=/some/dir bash benchmarks/gpu_check.sh
@@ -25,6 +25,15 @@ else
   log "no .whl/ folder: using the packages already installed"
   export PYTHONPATH=$PWD
 fi
+# nvdiffrast compiles at install: build its wheel once into .gpu_cache/wheels, install it from there.
+if [ -f .whl/nvdiffrast-src.tar.gz ] && ! ls .gpu_cache/wheels/nvdiffrast-*.whl >/dev/null 2>&1; then
+  mkdir -p /tmp/nvdr .gpu_cache/wheels && tar -xzf .whl/nvdiffrast-src.tar.gz -C /tmp/nvdr
+  TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')} \
+    python3 -m pip wheel -q --no-deps --no-build-isolation -w .gpu_cache/wheels /tmp/nvdr && log "nvdiffrast built" || log "nvdiffrast build failed"
+fi
+if ls .gpu_cache/wheels/nvdiffrast-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_cache/wheels/nvdiffrast-*.whl
+fi
 # The extensions' sources were just unpacked (new mtimes); make them older than a carried build so
 # ninja reuses it instead of compiling again.
 find /tmp/site -path '*nerfacc*' -o -path '*nvdiffrast*' 2>/dev/null | xargs -r touch -h -d '2001-01-01' 2>/dev/null
@@ -40,7 +49,7 @@ for name, probe in (("nerfacc", c.nerfacc_cuda_available), ("tinycudann", c.tiny
     print(f"probe {name}: {probe()} {c.failure_reason(name) or ''}", flush=True)
 EOF
 log "extensions ready"
-tar -czf "$OUT/gpu_cache.tar.gz" .gpu_cache/torch_extensions 2>/dev/null || true
+tar -czf "$OUT/gpu_cache.tar.gz" .gpu_cache 2>/dev/null || true
 
 # 3. tests and figures
 python3 -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" 2>&1 | tee "$OUT/cuda_tests.log"

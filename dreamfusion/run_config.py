@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from .config import ConfigError, build, key_of, require_nonnegative, require_positive, to_dict
+from .config import ConfigError, build, require_nonnegative, require_positive, to_dict
 from .dmtet.config import FineConfig
 from .guidance.config import GuidanceConfig
 from .loop import LoopConfig, Schedule, constant  # noqa: F401 (Schedule re-exported)

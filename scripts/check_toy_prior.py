@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sample the bundled prior for every caption and classify the samples (shape and colour).
 
-The same as the `dreamfusion-check-toy-prior` command; the code is dreamfusion/cli/check_toy_prior.py.
+The same as the `dreamfusion-check-prior` command; the code is dreamfusion/cli/check_toy_prior.py.
 """
 import sys
 from pathlib import Path

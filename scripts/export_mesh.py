@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export a workspace's field as a textured mesh: DIR/mesh/model.obj (+ .mtl, albedo.png), model.glb, model.ply.
 
-The same as the `dreamfusion-export-mesh` command; the code is dreamfusion/cli/export_mesh.py.
+The same as the `dreamfusion-export` command; the code is dreamfusion/cli/export_mesh.py.
 """
 import sys
 from pathlib import Path

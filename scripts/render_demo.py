@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Render the initial field from 8 views (rgb and normals) into PNGs: a check that the scene works.
 
-The same as the `dreamfusion-render-demo` command; the code is dreamfusion/cli/render_demo.py.
+The same as the `dreamfusion-demo` command; the code is dreamfusion/cli/render_demo.py.
 """
 import sys
 from pathlib import Path

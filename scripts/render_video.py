@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Render a workspace's turntable video (H.264 mp4) into DIR/video/, from the field or the exported mesh.
 
-The same as the `dreamfusion-render-video` command; the code is dreamfusion/cli/render_video.py.
+The same as the `dreamfusion-video` command; the code is dreamfusion/cli/render_video.py.
 """
 import sys
 from pathlib import Path

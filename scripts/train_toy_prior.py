@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the bundled toy-world prior (seeded, resumable from its own checkpoint).
 
-The same as the `dreamfusion-train-toy-prior` command; the code is dreamfusion/cli/train_toy_prior.py.
+The same as the `dreamfusion-train-prior` command; the code is dreamfusion/cli/train_toy_prior.py.
 """
 import sys
 from pathlib import Path

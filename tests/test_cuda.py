@@ -44,7 +44,7 @@ def prior(tmp_path_factory):
     return save_tiny_pixel_model(tmp_path_factory.mktemp("prior"), sample_size=32, camera=True)
 
 
-def small(prior: Path, steps: int, *extra: str) -> list[str]:
+def small(prior: Path, steps: int, *extra: str) -> list[str]:  # a short two-stage run
     return [f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.resolution=32",
             "train.checkpoint_every=10", "train.validation_every=10", "export.mesh_resolution=64",
             "export.texture_size=64", f"export.video={HAVE_FFMPEG}", "export.video_frames=4", "export.video_resolution=64", *FINE_SMALL, *extra]
@@ -140,8 +140,38 @@ def test_sds_step_with_a_real_architecture_in_fp16(make):
 
 
 def test_fine_rasterizer_backends_agree_on_the_gpu():
-    """nvdiffrast (when it passes its probe) and the PyTorch rasterizer see the same mesh the same way."""
+    """nvdiffrast (when it passes its probe) and the PyTorch rasterizer see the same mesh the same
+    way: coverage, depth and interpolated normals, and both give silhouette gradients."""
     pytest.importorskip("nvdiffrast")
+    import trimesh
+
+    from dreamfusion.cameras import make_cameras
+    from dreamfusion.render import nvdiffrast_raster, rasterizer
     from dreamfusion.utils.capabilities import nvdiffrast_available
 
     assert nvdiffrast_available(), "nvdiffrast imports but fails its probe on this GPU"
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    v = torch.tensor(sphere.vertices, dtype=torch.float32, device="cuda", requires_grad=True)
+    f = torch.tensor(sphere.faces, dtype=torch.long, device="cuda")
+    cams = make_cameras(torch.tensor([20.0, 60.0]), torch.tensor([0.0, 135.0]), torch.tensor([2.0, 2.0]), torch.tensor([50.0, 50.0])).to("cuda")
+    out = {}
+    for name, raster in (("torch", rasterizer), ("nvdiffrast", nvdiffrast_raster)):
+        frags = raster.rasterize(v, f, cams, 96, 96)
+        mask = raster.antialias((frags.face >= 0).float()[..., None], frags, v, f, cams, raster.topology(f))
+        grad = torch.autograd.grad(mask.sum(), v)[0]
+        out[name] = ((frags.face >= 0), frags.depth.detach(), grad)
+    (ma, da, ga), (mb, db, gb) = out["torch"], out["nvdiffrast"]
+    assert (ma != mb).float().mean() < 0.01  # pixel centres on an edge may fall either way
+    both = ma & mb
+    assert (da[both] - db[both]).abs().max() < 1e-3
+    assert ga.abs().sum() > 0 and gb.abs().sum() > 0
+    assert torch.nn.functional.cosine_similarity(ga.flatten(), gb.flatten(), dim=0) > 0.8
+
+
+def test_two_stage_toy_run_on_the_gpu(prior, tmp_path):
+    """The default two-stage recipe on CUDA: the fine stage's DMTet, rasterizer and export."""
+    ws = tmp_path / "two"
+    assert dream(["--prompt", "a red cube", "--workspace", str(ws), "--device", "cuda", "--quiet",
+                  *small(prior, 30, "fine.train.steps=20")]) == 0
+    summary = json.loads((ws / "run.json").read_text())
+    assert summary["stages"] == ["coarse", "fine"] and (ws / "fine" / "checkpoints" / "last.pt").is_file()

@@ -286,7 +286,7 @@ def test_each_regularizer_term_has_its_weight():
 # ---- the training step: precision and host syncs ---------------------------------------------------
 
 def _trainer(tmp_path, *overrides):
-    from dreamfusion.guidance import GuidanceConfig, make_guidance
+    from dreamfusion.guidance import make_guidance
     from dreamfusion.guidance.tiny import save_tiny_pixel_model
     from dreamfusion.run_config import load_run_config
     from dreamfusion.train import Trainer

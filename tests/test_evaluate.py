@@ -129,6 +129,9 @@ def test_toy_suite_runs_two_prompts_then_reuses_them(tmp_path):
     assert (s["median_surface_distance"] is None) == (s["median_normal_angle"] is None) == (not meshed)
     md = (out / "toy_results.md").read_text()
     assert "| genus | components | distance | normal° |" in md and "geometry against the prompted shape: genus right in" in md
+    refined = [r for r in rows if "coarse" in r]  # both stages ran: the coarse mesh is judged too, side by side
+    assert refined and all(r["coarse_ok"] == r["coarse"]["ok"] for r in refined)
+    assert "coarse" in s and s["coarse"]["assets"] == len(refined) and "| result (fine DMTet) |" in md
     assert (out / "runs" / "a-red-cube-s0" / "run.json").is_file()
     assert (out / "toy_results.png").stat().st_size > 1000
     assert run(argv) == 0  # the second call reuses both finished workspaces

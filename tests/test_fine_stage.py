@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from dreamfusion.guidance.tiny import save_tiny_pixel_model
 from dreamfusion.render.background import Background, BackgroundConfig
 from dreamfusion.render.mesh_render import render_mesh
 
-from analytic_fields import AnalyticField, soft_sphere
+from analytic_fields import AnalyticField
 from small_runs import FINE_SMALL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,3 +247,19 @@ def test_bad_from_is_refused_with_one_line_and_nothing_written(prior, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
     assert snapshot(source) == before and not out.exists()
+
+
+def test_export_and_video_commands_take_the_stage(prior, tmp_path):
+    """export_mesh.py re-exports the run's result (the DMTet) into mesh/, and with --stage coarse the
+    NeRF into coarse/mesh/; render_video.py renders the result's mesh."""
+    from dreamfusion.cli import export_mesh, render_video
+
+    ws = tmp_path / "ws"
+    assert run(["--prompt", PROMPT, "--workspace", str(ws), "--quiet", "--no-export", *small(prior)]) == 0
+    assert export_mesh.main(["--workspace", str(ws), "--texture-size", "32", "--quiet"]) == 0
+    meta = json.loads((ws / "mesh" / "export.json").read_text())
+    assert meta["level"] is None  # no iso-level: the DMTet's own surface
+    assert export_mesh.main(["--workspace", str(ws), "--stage", "coarse", "--resolution", "32", "--texture-size", "32", "--quiet"]) == 0
+    assert json.loads((ws / "coarse" / "mesh" / "export.json").read_text())["level"] > 0
+    assert render_video.main(["--workspace", str(ws), "--frames", "2", "--resolution", "32", "--modes", "normal", "--quiet"]) == 0
+    assert (ws / "video" / "turntable_normal.mp4").is_file()

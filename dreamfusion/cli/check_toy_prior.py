@@ -19,7 +19,6 @@ import torch
 
 
 from ..cameras import sample_cameras
-from .errors import run_cli
 from ..guidance.camera_conditioning import camera_features, camera_harmonics
 from ..guidance.loading import encode_texts
 from ..toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape, shows_mark
@@ -28,6 +27,7 @@ from ..toyworld.prior import load_prior
 from ..toyworld.scenes import ToyRenderConfig, render_object
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, caption
 from ..utils import random
+from .errors import run_cli
 
 
 @torch.no_grad()
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The `dreamfusion-check-toy-prior` entry point."""
+    """The `dreamfusion-check-prior` entry point."""
     return run_cli(main, prog="check_toy_prior")
 
 

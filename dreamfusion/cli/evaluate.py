@@ -13,16 +13,17 @@ import sys
 from pathlib import Path
 
 
+from ..config import ConfigError
+from ..paths import DEFAULT_OUTPUTS, data_dir
 from .args import parse_or_exit_code
 from .errors import run_cli
-from ..paths import DEFAULT_OUTPUTS, data_dir
-from ..config import ConfigError
 
 DEFAULT_CLIP_PROMPTS = data_dir("data") / "coco-object-centric-153.txt"
 TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
                ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
                ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
-               ("normal_angle", "normal°"), ("seconds", "seconds"), ("status", "run")]
+               ("normal_angle", "normal°"), ("coarse_genus", "coarse genus"), ("coarse_surface_distance", "coarse distance"),
+               ("coarse_normal_angle", "coarse normal°"), ("seconds", "seconds"), ("status", "run")]
 CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
                 ("seconds", "seconds"), ("status", "run")]
 
@@ -90,7 +91,7 @@ def progress_bar(total: int, quiet: bool):
 
 def toy(args: argparse.Namespace, out: Path) -> Path:
     from ..eval.report import plot_accuracy_and_time, write_report
-    from ..eval.suites import toy_matrix, toy_prompts, toy_suite
+    from ..eval.suites import stage_table, toy_matrix, toy_prompts, toy_suite
 
     prompts = toy_prompts(args.prompts or "all")
     bar, on_done = progress_bar(len(prompts) * args.seeds, args.quiet)
@@ -111,7 +112,8 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
     lines.append(f"geometry against the prompted shape: genus right in {pct(summary['genus_ok'])}, one piece in "
                  f"{pct(summary['one_component'])}, watertight in {pct(summary['watertight'])}; median surface distance "
                  f"{num(summary['median_surface_distance'], '.3f')}, median normal angle {num(summary['median_normal_angle'], '.1f')}°")
-    md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines, toy_matrix(rows))
+    md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines,
+                         toy_matrix(rows) + "\n" + stage_table(summary))
     accuracy = {"shape": summary["shape_accuracy"] or 0.0, "colour": summary["colour_accuracy"] or 0.0,
                 "both": summary["accuracy"] or 0.0, **{f"{s}": v or 0.0 for s, v in summary["per_shape_accuracy"].items()}}
     plot_accuracy_and_time(out / "toy_results.png", "toy suite: shape and colour correct", accuracy, [r["seconds"] for r in rows])

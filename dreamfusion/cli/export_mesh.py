@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 
-from .args import add_common_options, parse_or_exit_code, subset_arg
-from .errors import run_cli
 from ..config import ConfigError
 from ..export import FORMATS, ExportConfig, ExportError
 from ..stages import export_dir, load_stage
 from ..workspace import Workspace
+from .args import add_common_options, parse_or_exit_code, subset_arg
+from .errors import run_cli
 
 
 def threshold_arg(text: str) -> float | None:
@@ -78,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The `dreamfusion-export-mesh` entry point."""
+    """The `dreamfusion-export` entry point."""
     return main()
 
 

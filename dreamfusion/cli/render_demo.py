@@ -12,12 +12,12 @@ import torch
 
 
 from ..cameras import make_cameras
-from .errors import run_cli
 from ..config import ConfigError
 from ..render.shading import LightConfig, sample_lights
 from ..scene import SceneConfig, build_scene
 from ..utils.capabilities import resolve_device
 from ..utils.images import normal_to_rgb, save_png
+from .errors import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The `dreamfusion-render-demo` entry point."""
+    """The `dreamfusion-demo` entry point."""
     return run_cli(main, prog="render_demo")
 
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-
 import torch
-from .args import add_common_options, parse_or_exit_code, subset_arg
-from .errors import run_cli
+
 from ..export import load_exported_mesh
 from ..export.video import MODES, VideoConfig, orbit_of, render_turntable
 from ..stages import export_dir, load_stage
 from ..workspace import Workspace
+from .args import add_common_options, parse_or_exit_code, subset_arg
+from .errors import run_cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The `dreamfusion-render-video` entry point."""
+    """The `dreamfusion-video` entry point."""
     return main()
 
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 
-from .errors import run_cli
 from ..config import ConfigError
 from ..toyworld.train_prior import PriorTrainConfig, train_prior
+from .errors import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The `dreamfusion-train-toy-prior` entry point."""
+    """The `dreamfusion-train-prior` entry point."""
     return run_cli(main, prog="train_toy_prior")
 
 

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -168,9 +167,3 @@ def blank_fine_scene(cfg: DMTetConfig, loop: FineTrainConfig, field_cfg, backgro
     colour = NeRFField(field_cfg, device=device, seed=0)
     return DMTetScene(cfg, loop, colour, background, torch.zeros(n**3), bound, device)
 
-
-def surface_stats(scene: DMTetScene) -> dict[str, float]:
-    """Faces and vertices of the current surface (for logs)."""
-    with torch.no_grad():
-        m = scene.mesh()
-    return {"faces": float(m.faces.shape[0]), "vertices": float(m.vertices.shape[0]), "tets": float(np.prod(scene.grid.tets.shape[:1]))}

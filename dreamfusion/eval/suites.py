@@ -76,30 +76,22 @@ def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequ
         return list(pool.map(one, tasks))
 
 
-def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
-              progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
-    """Per-asset rows and a summary: shape / colour / both accuracy, Janus, geometry, time per asset.
+def judge(prompt: str, mesh_dir: Path, wanted_shape: str) -> dict:
+    """The toy judge's figures of one exported mesh, or {"status": "no mesh", ...} when there is none."""
+    try:
+        result = score(prompt, evaluate_mesh(mesh_dir, wanted_shape))
+    except ExportError as err:  # the run finished but exported no mesh (an empty field)
+        return {"status": "no mesh", "message": str(err), "shape_ok": False, "colour_ok": False, "ok": False}
+    row = {k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus", *GEOMETRY_KEYS)}
+    row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
+    return row
 
-    The geometry fractions count every asset (one without a mesh is not ok); the medians only those with one."""
-    rows, wanted = [], []  # wanted: the prompted shape of each row
-    for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress, jobs):
-        wanted_shape, _ = parse_toy_prompt(rec.prompt)
-        wanted.append(wanted_shape)
-        row = {"prompt": rec.prompt, "seed": rec.seed, "status": rec.status, "seconds": rec.seconds,
-               "workspace": str(rec.workspace), "message": rec.message}
-        if rec.status != "failed":
-            try:
-                result = score(rec.prompt, evaluate_mesh(Path(rec.workspace) / "mesh", wanted_shape))
-                row.update({k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus",
-                                                   *GEOMETRY_KEYS)})
-            except ExportError as err:  # the run finished but exported no mesh (an empty field)
-                row.update(status="no mesh", message=str(err))
-        row.setdefault("shape_ok", False)
-        row.setdefault("colour_ok", False)
-        row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
-        rows.append(row)
+
+def summarize(rows: Sequence[dict], wanted: Sequence[str]) -> dict:
+    """Accuracy, Janus and geometry figures of judged rows. The geometry fractions count every asset
+    (one without a mesh is not ok); the medians only those with one."""
     marked = [r for r, shape in zip(rows, wanted) if shape in VIEW_MARKED_SHAPES]
-    summary = {
+    return {
         "assets": len(rows),
         "shape_accuracy": _fraction([r["shape_ok"] for r in rows]),
         "colour_accuracy": _fraction([r["colour_ok"] for r in rows]),
@@ -113,12 +105,54 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Se
         "watertight": _fraction([bool(r.get("watertight")) for r in rows]),
         "median_surface_distance": _median([r.get("surface_distance") for r in rows]),
         "median_normal_angle": _median([r.get("normal_angle") for r in rows]),
-        "failed": sum(r["status"] in ("failed", "no mesh") for r in rows),
-        "median_seconds": _median([r["seconds"] for r in rows]),
         "per_shape_accuracy": {s: _fraction([r["ok"] for r, shape in zip(rows, wanted) if shape == s])
                                for s in ALL_SHAPES if s in wanted},
     }
+
+
+def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
+              progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
+    """Per-asset rows and a summary: shape / colour / both accuracy, Janus, geometry, time per asset.
+
+    A two-stage run is judged on its result (WORKSPACE/mesh, the fine stage's) and on its coarse
+    stage's mesh (WORKSPACE/coarse/mesh): each row's coarse figures sit under "coarse", and the
+    summary's under "coarse" too, so one suite run shows both stages side by side."""
+    rows, wanted, coarse_rows = [], [], []
+    for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress, jobs):
+        wanted_shape, _ = parse_toy_prompt(rec.prompt)
+        wanted.append(wanted_shape)
+        row = {"prompt": rec.prompt, "seed": rec.seed, "status": rec.status, "seconds": rec.seconds,
+               "workspace": str(rec.workspace), "message": rec.message}
+        if rec.status != "failed":
+            row.update(judge(rec.prompt, Path(rec.workspace) / "mesh", wanted_shape))
+            coarse_dir = Path(rec.workspace) / "coarse" / "mesh"
+            if (Path(rec.workspace) / "fine").is_dir():  # refined: the coarse mesh beside it (absent: the coarse emptied)
+                row["coarse"] = judge(rec.prompt, coarse_dir, wanted_shape)
+                row.update({f"coarse_{k}": row["coarse"].get(k) for k in ("ok", "genus", "surface_distance", "normal_angle")})
+        row.setdefault("shape_ok", False)
+        row.setdefault("colour_ok", False)
+        row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
+        rows.append(row)
+        coarse_rows.append(row.get("coarse"))
+    summary = {**summarize(rows, wanted),
+               "failed": sum(r["status"] in ("failed", "no mesh") for r in rows),
+               "median_seconds": _median([r["seconds"] for r in rows])}
+    if any(c is not None for c in coarse_rows):  # the same figures for the coarse stage of the refined runs
+        pairs = [(c, w) for c, w in zip(coarse_rows, wanted) if c is not None]
+        summary["coarse"] = summarize([c for c, _ in pairs], [w for _, w in pairs])
     return rows, summary
+
+
+def stage_table(summary: dict) -> str:
+    """Markdown: the same figures for the coarse stage and for the result (the fine stage), side by side."""
+    stages = [("coarse (NeRF)", summary["coarse"]), ("result (fine DMTet)", summary)] if "coarse" in summary else [("result", summary)]
+    pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
+    num = lambda v, fmt: "–" if v is None else format(v, fmt)  # noqa: E731
+    lines = ["| stage | shape+colour | genus right | one piece | watertight | median distance | median normal° |", "|---|---|---|---|---|---|---|"]
+    for name, s in stages:
+        lines.append(f"| {name} | {pct(s['accuracy'])} | {pct(s['genus_ok'])} | {pct(s['one_component'])} | {pct(s['watertight'])} | "
+                     f"{num(s['median_surface_distance'], '.3f')} | {num(s['median_normal_angle'], '.1f')} |")
+    return "\n".join(lines) + "\n"
 
 
 def toy_matrix(rows: Sequence[dict]) -> str:
@@ -188,4 +222,4 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
     return rows, summary
 
 
-__all__ = ["toy_prompts", "toy_suite", "toy_matrix", "clip_suite"]
+__all__ = ["toy_prompts", "toy_suite", "toy_matrix", "stage_table", "clip_suite"]
