@@ -32,7 +32,7 @@ def choose_rasterizer(name: str, device: torch.device) -> ModuleType:
     if name == "torch" or (name == "auto" and device.type != "cuda"):
         return rasterizer
     if name not in ("auto", "nvdiffrast"):
-        raise ConfigError(f"fine.rasterizer must be auto, torch or nvdiffrast, got {name!r}")
+        raise ConfigError(f"fine.dmtet.rasterizer must be auto, torch or nvdiffrast, got {name!r}")
     usable = device.type == "cuda" and nvdiffrast_available()
     if usable:
         from . import nvdiffrast_raster
@@ -40,7 +40,7 @@ def choose_rasterizer(name: str, device: torch.device) -> ModuleType:
         return nvdiffrast_raster
     if name == "nvdiffrast":
         why = failure_reason("nvdiffrast") or "it needs a CUDA device"
-        raise ConfigError(f"fine.rasterizer 'nvdiffrast' cannot be used: {why}; use 'auto' or 'torch'")
+        raise ConfigError(f"fine.dmtet.rasterizer 'nvdiffrast' cannot be used: {why}; use 'auto' or 'torch'")
     return rasterizer
 
 

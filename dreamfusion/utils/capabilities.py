@@ -126,7 +126,7 @@ def nvdiffrast_available() -> bool:
     """nvdiffrast imports and rasterizes a triangle on this GPU."""
     if not torch.cuda.is_available():
         return False
-    fix = _FIX_BUILD.format(cuda=torch.version.cuda) + ", or set fine.rasterizer=torch to silence this."
+    fix = _FIX_BUILD.format(cuda=torch.version.cuda) + ", or set fine.dmtet.rasterizer=torch to silence this."
     return probe("nvdiffrast", _check_nvdiffrast, fix)
 
 
