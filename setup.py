@@ -15,7 +15,8 @@ setup(
     package_dir={"dreamfusion.configs": "configs", "dreamfusion.assets": "assets", "dreamfusion.data": "data"},
     package_data={
         "dreamfusion.configs": ["*.yaml"],
-        "dreamfusion.assets": ["toy_prior/*.json", "toy_prior/*/*.json", "toy_prior/*/*.safetensors"],
+        "dreamfusion.assets": [f"{prior}/{pattern}" for prior in ("toy_prior", "toy_latent_prior")
+                               for pattern in ("*.json", "*/*.json", "*/*.txt", "*/*.safetensors")],
         "dreamfusion.data": ["*.txt", "*.md"],
     },
     entry_points={"console_scripts": [

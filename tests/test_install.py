@@ -34,7 +34,10 @@ def test_the_wheel_carries_the_recipes_the_prior_and_the_commands(installed):
     assert {"dreamfusion/configs/toy.yaml", "dreamfusion/configs/dreamfusion-sd.yaml",
             "dreamfusion/assets/toy_prior/unet/diffusion_pytorch_model.safetensors",
             "dreamfusion/assets/toy_prior/tokenizer/tokenizer.json", "dreamfusion/data/coco-object-centric-153.txt"} <= names
-    assert not any(n.endswith(".png") or n.endswith("train_state.pt") for n in names)  # README images and training state stay out
+    if (REPO / "assets" / "toy_latent_prior" / "vae").is_dir():
+        assert {"dreamfusion/assets/toy_latent_prior/model_index.json", "dreamfusion/configs/toy-latent.yaml",
+                "dreamfusion/assets/toy_latent_prior/vae/diffusion_pytorch_model.safetensors"} <= names
+    assert not any(n.endswith((".png", ".pt")) for n in names)  # README images and training state stay out
     for command in ("dreamfusion-dream", "dreamfusion-export", "dreamfusion-video", "dreamfusion-evaluate"):
         assert command in entry_points
 

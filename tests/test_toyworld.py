@@ -126,8 +126,7 @@ def test_camera_probe_sees_the_shipped_prior_use_its_camera():
     from dreamfusion.toyworld.camera_probe import T_BANDS, camera_use
     from dreamfusion.toyworld.prior import load_prior
 
-    unet, tok, enc, sched = load_prior(PRIOR)
-    gaps = camera_use(unet, tok, enc, sched.alphas_cumprod, n=32, draws=1)
+    gaps = camera_use(load_prior(PRIOR), n=32, draws=1)
     assert set(gaps) == {"camera_gain", "pose_gain"}
     assert len(gaps["pose_gain"]) == 2 * len(T_BANDS)
     assert all(abs(v) < 1.0 for values in gaps.values() for v in values.values())

@@ -30,28 +30,39 @@ from ..utils import random
 from .errors import run_cli
 
 
+CLASSIFY_RESOLUTION = 32  # the silhouette bank and mark detector are calibrated at the pixel prior's size
+
+
+def to_classifier(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, R, R) in [0, 1] -> (B, 32, 32, 3): larger samples (the latent prior's 128) are box-filtered down."""
+    if images.shape[-1] != CLASSIFY_RESOLUTION:
+        images = torch.nn.functional.interpolate(images, (CLASSIFY_RESOLUTION,) * 2, mode="area")
+    return images.permute(0, 2, 3, 1)
+
+
 @torch.no_grad()
 def sample(prior: Path, captions: list[str], cams, guidance: float, steps: int, seed: int) -> torch.Tensor:
-    unet, tok, enc, sched = load_prior(prior, "DDIMScheduler")
+    """DDIM samples (B, 3, R, R) in [0, 1] of a pixel or latent toy prior, with classifier-free guidance."""
+    model = load_prior(prior, "DDIMScheduler")
+    unet, sched = model.unet, model.scheduler
     sched.set_timesteps(steps)
-    cond = encode_texts(tok, enc, captions)
-    uncond = encode_texts(tok, enc, [""]).expand_as(cond)
+    cond = encode_texts(model.tokenizer, model.encoder, captions)
+    uncond = encode_texts(model.tokenizer, model.encoder, [""]).expand_as(cond)
     cam = camera_features(cams.elevation, cams.azimuth, True, camera_harmonics(unet.config) or 1)
     res = unet.config.sample_size
     gen = torch.Generator().manual_seed(seed)
-    x = random.randn((len(captions), 3, res, res), gen)
+    x = random.randn((len(captions), unet.config.in_channels, res, res), gen)
     for t in sched.timesteps:
         eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond]), class_labels=torch.cat([cam, cam])).sample
         eu, ec = eps.chunk(2)
         x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
-    return (x.clamp(-1, 1) + 1) / 2  # (B, 3, R, R)
+    return (model.to_images(x) + 1) / 2
 
 
 def camera_probe(prior: Path) -> int:
     from ..toyworld.camera_probe import camera_use
 
-    unet, tok, enc, sched = load_prior(prior)
-    gaps = camera_use(unet, tok, enc, sched.alphas_cumprod)
+    gaps = camera_use(load_prior(prior))
     for name, values in gaps.items():
         print(name, "  ".join(f"{k} {v:+.1%}" for k, v in values.items()))
     print(json.dumps({name: {k: round(v, 4) for k, v in values.items()} for name, values in gaps.items()}))
@@ -73,7 +84,7 @@ def mark_check(prior: Path, per_colour: int, guidance: float, steps: int) -> int
         cams = sample_cameras(replace(TOY_CAMERAS, elevation_range=(0.0, 40.0), azimuth_range=(lo, hi)), n, gen)
         wanted = [c for c in colours for _ in range(per_colour)]
         captions = [f"{caption(c, shape)}, {label} view" for c, label in zip(wanted, cams.view_labels())]
-        samples = sample(prior, captions, cams, guidance, steps, seed=1).permute(0, 2, 3, 1)
+        samples = to_classifier(sample(prior, captions, cams, guidance, steps, seed=1))
         truth = torch.cat([render_object(shape, c, cams[i], ToyRenderConfig(), TOY_LIGHTS, torch.Generator().manual_seed(i))[0]
                            for i, c in enumerate(wanted)])
         result[name] = {"samples": round(shows_mark(samples).float().mean().item(), 3),
@@ -116,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         gen = torch.Generator().manual_seed(0)
         imgs = torch.cat([render_object(s, c, cams[i], ToyRenderConfig(), TOY_LIGHTS, gen)[0] for i, (s, c) in enumerate(wanted)])
     else:
-        imgs = sample(Path(args.prior), full_captions, cams, args.guidance, args.steps, seed=0).permute(0, 2, 3, 1)
+        drawn = sample(Path(args.prior), full_captions, cams, args.guidance, args.steps, seed=0)  # (B, 3, R, R)
+        imgs = to_classifier(drawn)
     mask = foreground(imgs)
     colours = classify_colour(imgs, mask)
     shapes = SilhouetteBank(resolution=imgs.shape[1]).classify(mask)
@@ -130,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid:
         import imageio.v3 as iio
 
+        if not args.ground_truth and drawn.shape[-1] > CLASSIFY_RESOLUTION:  # the latent prior's 128: shown at 64
+            imgs = torch.nn.functional.interpolate(drawn, (64, 64), mode="area").permute(0, 2, 3, 1)
         rows = (imgs.numpy() * 255).astype(np.uint8).reshape(len(classes), args.seeds, *imgs.shape[1:])
         grid = np.concatenate([np.concatenate(list(r), 1) for r in rows.reshape(len(ALL_SHAPES), -1, *imgs.shape[1:])], 0)
         iio.imwrite(args.grid, grid)

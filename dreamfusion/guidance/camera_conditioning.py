@@ -19,7 +19,8 @@ every 90 degrees: cos(4 az)) and sharp changes (a marked face that is visible on
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -60,3 +61,35 @@ def camera_harmonics(unet_config: Mapping[str, Any]) -> int | None:
 def is_camera_conditioned(unet_config: Mapping[str, Any]) -> bool:
     """True when the U-Net's config declares a camera input in the layout described above."""
     return camera_harmonics(unet_config) is not None
+
+
+@contextmanager
+def camera_input(unet: torch.nn.Module, elevation_deg: float | torch.Tensor, azimuth_deg: float | torch.Tensor) -> Iterator[None]:
+    """Within the block, every call of a camera-conditioned `unet` gets these cameras' features as `class_labels`.
+
+    For pipelines that do not pass `class_labels` themselves (diffusers' StableDiffusionPipeline):
+    one camera (or one per prompt) is repeated over the batch the pipeline builds, so classifier-free
+    guidance's doubled batch gets it too::
+
+        with camera_input(pipe.unet, elevation_deg=20.0, azimuth_deg=0.0):
+            image = pipe("a red marked cube, front view", height=128, width=128).images[0]
+    """
+    k = camera_harmonics(unet.config)
+    if k is None:
+        raise ValueError("this U-Net takes no camera input (its config declares no camera-feature class embedding)")
+    el = torch.as_tensor(elevation_deg, dtype=torch.float32).reshape(-1)
+    az = torch.as_tensor(azimuth_deg, dtype=torch.float32).reshape(-1)
+    feats = camera_features(el, az, True, k)  # (C, F)
+
+    def add_labels(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        sample = args[0] if args else kwargs["sample"]
+        if sample.shape[0] % feats.shape[0]:
+            raise ValueError(f"a batch of {sample.shape[0]} does not split over {feats.shape[0]} cameras")
+        labels = feats.repeat(sample.shape[0] // feats.shape[0], 1)
+        return args, {**kwargs, "class_labels": labels.to(sample.device, sample.dtype)}
+
+    handle = unet.register_forward_pre_hook(add_labels, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

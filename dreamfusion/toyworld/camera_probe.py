@@ -10,7 +10,6 @@ squared noise-prediction error, per band of diffusion time, on the same noise dr
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
@@ -19,6 +18,7 @@ from ..guidance.camera_conditioning import camera_features, camera_harmonics
 from ..guidance.loading import encode_texts
 from ..utils import random
 from .dataset import TOY_CAMERAS, TOY_LIGHTS
+from .prior import LoadedPrior
 from .scenes import ToyRenderConfig, render_object
 from .vocabulary import caption
 
@@ -28,7 +28,7 @@ T_BANDS = {"low": (0.02, 0.3), "mid": (0.3, 0.6), "high": (0.6, 0.98)}
 @torch.no_grad()
 def _denoising_errors(unet, x: torch.Tensor, cond: torch.Tensor, cams_features: torch.Tensor,
                       alphas_cumprod: torch.Tensor, draws: int, seed: int) -> dict[str, float]:
-    """Mean squared noise-prediction error per time band for images x (B, 3, R, R) in [-1, 1]."""
+    """Mean squared noise-prediction error per time band for the U-Net's inputs x (B, C, r, r)."""
     gen = torch.Generator().manual_seed(seed)  # the same t and noise for every call with this seed
     n_t = alphas_cumprod.shape[0]
     out = {}
@@ -44,25 +44,27 @@ def _denoising_errors(unet, x: torch.Tensor, cond: torch.Tensor, cams_features: 
     return out
 
 
-def camera_use(unet: Any, tokenizer: Any, encoder: Any, alphas_cumprod: torch.Tensor, colour: str = "red",
-               n: int = 64, draws: int = 4, seed: int = 0) -> dict[str, dict[str, float]]:
+def camera_use(prior: LoadedPrior, colour: str = "red", n: int = 64, draws: int = 4, seed: int = 0) -> dict[str, dict[str, float]]:
     """Relative error gaps per shape ("cube", "marked cube") and time band; positive = the camera helps.
 
     camera_gain: err(no camera) / err(camera) - 1, on renders at the trained pose.
     pose_gain: err(turned 45 deg) / err(trained pose) - 1, both with the camera input.
+    For a latent prior the renders are encoded by its VAE and the errors are those of the latents.
     """
+    unet, alphas_cumprod = prior.unet, prior.scheduler.alphas_cumprod
     cams = sample_cameras(TOY_CAMERAS, n, torch.Generator().manual_seed(seed))
     feats = camera_features(cams.elevation, cams.azimuth, True, camera_harmonics(unet.config) or 1)  # (n, F)
     result: dict[str, dict[str, float]] = {}
     for shape in ("cube", "marked cube"):
-        cond = encode_texts(tokenizer, encoder, [f"{caption(colour, shape)}, {v} view" for v in cams.view_labels()])
+        cond = encode_texts(prior.tokenizer, prior.encoder, [f"{caption(colour, shape)}, {v} view" for v in cams.view_labels()])
 
         def errors(yaw: float, features: torch.Tensor) -> dict[str, float]:
             # the object turned by +yaw is the camera turned by -yaw; the features keep the true azimuth
             seen = make_cameras(cams.elevation, cams.azimuth - yaw, cams.distance, cams.fovy)
-            img = render_object(shape, colour, seen, ToyRenderConfig(resolution=unet.config.sample_size),
+            img = render_object(shape, colour, seen, ToyRenderConfig(resolution=prior.image_resolution),
                                 TOY_LIGHTS, torch.Generator().manual_seed(seed))[0]
-            return _denoising_errors(unet, img.permute(0, 3, 1, 2) * 2 - 1, cond, features, alphas_cumprod, draws, seed + 1)
+            x = prior.to_model(img.permute(0, 3, 1, 2) * 2 - 1)
+            return _denoising_errors(unet, x, cond, features, alphas_cumprod, draws, seed + 1)
 
         trained = errors(0.0, feats)
         blind = errors(0.0, torch.zeros_like(feats))

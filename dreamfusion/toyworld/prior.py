@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from ..guidance.camera_conditioning import camera_feature_dim
 from .vocabulary import vocabulary
@@ -74,8 +78,35 @@ def scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=True)
 
 
-def load_prior(folder: str | Path, scheduler_class: str = "DDPMScheduler"):
-    """(unet, tokenizer, text_encoder, scheduler) of a saved prior, in eval mode, for sampling and probes."""
+@dataclass
+class LoadedPrior:
+    """A saved toy prior, pixel (vae None) or latent, in eval mode, for sampling and probes."""
+
+    unet: Any
+    tokenizer: Any
+    encoder: Any
+    scheduler: Any
+    vae: Any = None
+
+    @property
+    def image_resolution(self) -> int:
+        return int(self.unet.config.sample_size) * (8 if self.vae is not None else 1)
+
+    def to_model(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, R, R) in [-1, 1] -> what the U-Net denoises (the images, or their scaled latents)."""
+        from .latent_prior import encode
+
+        return images if self.vae is None else encode(self.vae, images)
+
+    def to_images(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's space -> images (B, 3, R, R) in [-1, 1]."""
+        from .latent_prior import decode
+
+        return x.clamp(-1, 1) if self.vae is None else decode(self.vae, x)
+
+
+def load_prior(folder: str | Path, scheduler_class: str = "DDPMScheduler") -> LoadedPrior:
+    """The prior saved in `folder`; a vae/ subfolder makes it a latent prior."""
     import diffusers
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -84,4 +115,5 @@ def load_prior(folder: str | Path, scheduler_class: str = "DDPMScheduler"):
     tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
     enc = CLIPTextModel.from_pretrained(str(folder / "text_encoder")).eval()
     sched = getattr(diffusers, scheduler_class).from_pretrained(str(folder / "scheduler"))
-    return unet_, tok, enc, sched
+    vae = diffusers.AutoencoderKL.from_pretrained(str(folder / "vae")).eval() if (folder / "vae").is_dir() else None
+    return LoadedPrior(unet_, tok, enc, sched, vae)

@@ -45,11 +45,20 @@ class PriorTrainConfig:
     checkpoint_every: int = 250
 
 
-def _lr(cfg: PriorTrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def cosine_lr(lr: float, warmup: int, steps: int, step: int) -> float:
+    """Linear warm-up to `lr`, then a cosine down to lr / 10 at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, live: torch.nn.Module, step: int, decay: float) -> None:
+    """Exponential moving average of the weights, with the usual short warm-up of the decay."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pl in zip(ema.parameters(), live.parameters()):
+        pe.lerp_(pl, 1 - d)
 
 
 def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict:
@@ -103,16 +112,13 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         pred = unet(xt, t, encoder_hidden_states=cond, class_labels=cam).sample
         loss = F.mse_loss(pred, noise)
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
+            group["lr"] = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for key, live in (("unet", unet), ("encoder", encoder)):
-                for pe, pl in zip(ema[key].parameters(), live.parameters()):
-                    pe.lerp_(pl, 1 - decay)
+        ema_update(ema["unet"], unet, step, cfg.ema_decay)
+        ema_update(ema["encoder"], encoder, step, cfg.ema_decay)
         step += 1
         elapsed += time.time() - start
         losses.append(loss.item())
