@@ -127,6 +127,27 @@ def _save_state(out: Path, progress: dict, vae, unet, ema_unet, opts: dict, gen:
     })
 
 
+def _optimizer_step(opt: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    opt.step()
+
+
+def _record(progress: dict, phase: str, loss: torch.Tensor, start: float, bar) -> int:
+    """Count a step of `phase` ("vae_" or "" for the U-Net) and its loss and time; returns the new step."""
+    step_key, seconds_key = ("vae_step", "vae_seconds") if phase else ("step", "unet_seconds")
+    losses = progress[f"{phase}losses"]
+    progress[step_key] += 1
+    progress[seconds_key] += time.time() - start
+    losses.append(loss.item())
+    bar.update(1)
+    bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    return progress[step_key]
+
+
 def _train_vae(cfg, vae, images, opt, gen, progress, save, leg, show) -> None:
     n = images.shape[0]
     vae.train()
@@ -141,18 +162,8 @@ def _train_vae(cfg, vae, images, opt, gen, progress, save, leg, show) -> None:
         z = dist.mean + dist.std * random.randn(dist.mean.shape, gen)
         rec = vae.decode(z).sample
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.vae_kl_weight * dist.kl().mean()
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(cfg.vae_lr, cfg.warmup, cfg.vae_steps, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        progress["vae_step"] += 1
-        progress["vae_seconds"] += time.time() - start
-        progress["vae_losses"].append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(progress['vae_losses'][-50:]) / len(progress['vae_losses'][-50:]):.4f}")
-        if progress["vae_step"] % cfg.checkpoint_every == 0:
+        _optimizer_step(opt, vae, loss, cosine_lr(cfg.vae_lr, cfg.warmup, cfg.vae_steps, step))
+        if _record(progress, "vae_", loss, start, bar) % cfg.checkpoint_every == 0:
             save()
     bar.close()
     vae.eval()
@@ -189,19 +200,9 @@ def _train_unet(cfg, unet, ema_unet, cache, tokenizer, encoder, sched, opt, gen,
         cond = encode_texts(tokenizer, encoder, captions)  # the frozen toy text encoder, as in the pixel prior
         cam = camera_features(cache["elevation"][idx], cache["azimuth"][idx], keep_cam, cfg.camera_harmonics)
         loss = F.mse_loss(unet(zt, t, encoder_hidden_states=cond, class_labels=cam).sample, noise)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        _optimizer_step(opt, unet, loss, cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step))
         ema_update(ema_unet, unet, step, cfg.ema_decay)
-        progress["step"] += 1
-        progress["unet_seconds"] += time.time() - start
-        progress["losses"].append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(progress['losses'][-50:]) / len(progress['losses'][-50:]):.4f}")
-        if progress["step"] % cfg.checkpoint_every == 0:
+        if _record(progress, "", loss, start, bar) % cfg.checkpoint_every == 0:
             save()
     bar.close()
 
