@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 import trimesh
 
@@ -200,6 +201,17 @@ def test_from_refines_another_workspace_and_leaves_it_as_it_was(prior, coarse_ru
     assert (out / "mesh" / "model.obj").is_file() and (out / "fine" / "checkpoints" / "last.pt").is_file()
     assert json.loads((out / "run.json").read_text())["source"] == str(coarse_run)
     assert {p: p.read_bytes() for p in coarse_run.rglob("*") if p.is_file()} == before
+    # without --prompt the source run's prompt is used
+    again = tmp_path / "again"
+    assert run(["--from", str(coarse_run), "--workspace", str(again), "--quiet", *small(prior)]) == 0
+    assert yaml.safe_load((again / "config.yaml").read_text())["prompt"] == PROMPT
+
+
+@pytest.mark.parametrize("args, message", [([], "--prompt is required"), (["--from", "nowhere"], "no run there to take the prompt from")])
+def test_no_prompt_and_nowhere_to_take_it_from_is_one_sentence(capsys, tmp_path, args, message):
+    assert run([*args, "--workspace", str(tmp_path / "ws"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not (tmp_path / "ws").exists()
 
 
 def test_refining_in_place_keeps_the_coarse_result(prior, coarse_run, tmp_path):

@@ -3,6 +3,8 @@
     dreamfusion-dream --prompt "a red cube" [--negative TEXT] [--config configs/toy.yaml] [--steps N]
         [--seed S] [--workspace DIR] [--device auto|cpu|cuda] [--stage coarse|fine|all] [--from WORKSPACE]
         [--resume] [--overwrite] [key=value ...]
+
+With --from, --prompt may be left out: the source run's prompt is used.
 """
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import os
 import sys
 from typing import Sequence
 
+from ..config import ConfigError
 from .errors import run_cli
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dream", description="Text to 3D: optimize a field with score distillation, then export a mesh and a turntable video.")
-    p.add_argument("--prompt", required=True, help='what to make, e.g. "a red cube"')
+    p.add_argument("--prompt", default=None, help='what to make, e.g. "a red cube" (with --from: the source run\'s prompt unless given)')
     p.add_argument("--negative", default=None, help="negative prompt")
     p.add_argument("--config", default=None, help="YAML config, or the name of a bundled one (default: configs/toy.yaml, the bundled prior)")
     p.add_argument("--steps", type=int, default=None, help="optimization steps (train.steps)")
@@ -44,12 +47,29 @@ def program_name() -> str:
     return "python scripts/dream.py" if name in ("dream.py", "", "-c", "pytest", "__main__.py") or name.startswith("pytest") else name
 
 
+def _source_prompt(source: str, negative: str | None) -> tuple[str, str | None]:
+    """The prompt (and, unless given, the negative prompt) of the run in --from's workspace."""
+    from ..workspace import Workspace
+
+    ws = Workspace(source)
+    if not ws.config_path.is_file():
+        raise ConfigError(f"--from {ws.root}: no run there to take the prompt from (no config.yaml); "
+                          "give --prompt, or --from a finished coarse run's workspace")
+    data = ws.read_config()
+    return str(data.get("prompt", "")), negative if negative is not None else (data.get("negative_prompt") or None)
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     from ..pipeline import RunRequest, run
 
     args = parser().parse_intermixed_args(argv)  # key=value overrides may come before or after flags
+    prompt, negative = args.prompt, args.negative
+    if prompt is None:
+        if not args.source:
+            raise ConfigError('--prompt is required: what to make, e.g. --prompt "a red cube"')
+        prompt, negative = _source_prompt(args.source, negative)
     request = RunRequest(
-        prompt=args.prompt, negative=args.negative, config=args.config, steps=args.steps, seed=args.seed,
+        prompt=prompt, negative=negative, config=args.config, steps=args.steps, seed=args.seed,
         workspace=args.workspace, device=args.device, resume=args.resume, overwrite=args.overwrite, force=args.force,
         no_export=args.no_export, quiet=args.quiet, overrides=list(args.overrides), stage=args.stage, source=args.source,
         program=program_name(),
