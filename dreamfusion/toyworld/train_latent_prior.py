@@ -39,6 +39,7 @@ from .vocabulary import vocabulary
 
 STATE = "train_state.pt"
 LATENTS = "train_latents.pt"  # cache of the encoded training set (rebuilt when missing)
+PROGRESS_KEYS = ("vae_step", "step", "vae_seconds", "unet_seconds", "vae_losses", "losses", "scaling_factor")  # in STATE
 IMAGES = "train_images.pt"  # cache of the rendered training set (uint8; ~15 minutes to render at 128)
 
 
@@ -93,7 +94,7 @@ class _Leg:
         return self.deadline is not None and time.time() > self.deadline
 
 
-def _load_state(out: Path, cfg: LatentPriorTrainConfig, vae, unet, ema_unet) -> dict:
+def _load_state(out: Path, vae, unet, ema_unet) -> dict:
     """Progress to resume from: the exact state file, else the committed folder, else a fresh start."""
     progress = {"vae_step": 0, "step": 0, "vae_seconds": 0.0, "unet_seconds": 0.0, "vae_losses": [], "losses": [],
                 "scaling_factor": None, "state": None}
@@ -101,7 +102,7 @@ def _load_state(out: Path, cfg: LatentPriorTrainConfig, vae, unet, ema_unet) -> 
         if (out / STATE).is_file():
             state = load_checkpoint(out / STATE)
             vae.load_state_dict(state["vae"]), unet.load_state_dict(state["unet"]), ema_unet.load_state_dict(state["ema_unet"])
-            progress.update({k: state[k] for k in ("vae_step", "step", "vae_seconds", "unet_seconds", "vae_losses", "losses", "scaling_factor")})
+            progress.update({k: state[k] for k in PROGRESS_KEYS})
             progress["state"] = state
         elif (out / "training_info.json").is_file() and (out / "vae").is_dir():
             from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -120,9 +121,8 @@ def _load_state(out: Path, cfg: LatentPriorTrainConfig, vae, unet, ema_unet) -> 
 
 
 def _save_state(out: Path, progress: dict, vae, unet, ema_unet, opts: dict, gen: torch.Generator) -> None:
-    keys = ("vae_step", "step", "vae_seconds", "unet_seconds", "vae_losses", "losses", "scaling_factor")
     save_checkpoint(out / STATE, {
-        **{k: progress[k] for k in keys}, "vae": vae.state_dict(), "unet": unet.state_dict(), "ema_unet": ema_unet.state_dict(),
+        **{k: progress[k] for k in PROGRESS_KEYS}, "vae": vae.state_dict(), "unet": unet.state_dict(), "ema_unet": ema_unet.state_dict(),
         "vae_optimizer": opts["vae"].state_dict(), "unet_optimizer": opts["unet"].state_dict(), "generator": gen.get_state(),
     })
 
@@ -238,7 +238,7 @@ def train_latent_prior(out: Path, cfg: LatentPriorTrainConfig, progress: bool = 
     opts = {"vae": torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=1e-4),
             "unet": torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-4)}
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    state = _load_state(out, cfg, vae, unet, ema_unet)
+    state = _load_state(out, vae, unet, ema_unet)
     exact = state.pop("state")
     if exact is not None:
         opts["vae"].load_state_dict(exact["vae_optimizer"]), opts["unet"].load_state_dict(exact["unet_optimizer"])
@@ -270,9 +270,7 @@ def train_latent_prior(out: Path, cfg: LatentPriorTrainConfig, progress: bool = 
             save_checkpoint(cache_path, cache)
         del images
     held = make_dataset(cfg.held_out_per_class, cfg.resolution, cfg.seed + 1000, progress=False).images
-    with torch.no_grad():
-        rec = torch.cat([vae.decode(vae.encode(held[i:i + 32]).latent_dist.mean).sample.clamp(-1, 1) for i in range(0, len(held), 32)])
-    held_psnr = psnr(rec, held)
+    held_psnr = psnr(torch.cat([latent_prior.decode(vae, latent_prior.encode(vae, held[i:i + 32])) for i in range(0, len(held), 32)]), held)
     if cache is not None and not leg.over():
         if state["step"] == 0:  # until the U-Net starts, the factor follows the VAE's latents as they are now
             state["scaling_factor"] = float(1.0 / cache["means"].std())
