@@ -18,6 +18,7 @@ setup(
         "dreamfusion.assets": [f"{prior}/{pattern}" for prior in ("toy_prior", "toy_latent_prior")
                                for pattern in ("*.json", "*/*.json", "*/*.txt", "*/*.safetensors")],
         "dreamfusion.data": ["*.txt", "*.md"],
+        "dreamfusion.gallery": ["vendor/*"],
     },
     entry_points={"console_scripts": [
         "dreamfusion-dream = dreamfusion.cli.dream:console_main",
@@ -27,6 +28,7 @@ setup(
         "dreamfusion-demo = dreamfusion.cli.render_demo:console_main",
         "dreamfusion-train-prior = dreamfusion.cli.train_toy_prior:console_main",
         "dreamfusion-check-prior = dreamfusion.cli.check_toy_prior:console_main",
+        "dreamfusion-gallery = dreamfusion.cli.gallery:console_main",
     ]},
     install_requires=[
         # torch is deliberately unpinned here; install the build for your machine first (README).
@@ -48,6 +50,9 @@ setup(
         "matplotlib>=3.5",  # evaluation plots
         "scipy>=1.9",
         "scikit-image>=0.19",  # marching cubes
+        "fast-simplification>=0.1.7",  # quadric edge-collapse decimation (export --decimate)
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # selenium drives Debian's chromium in the gallery's browser tests; 4.52 wants a certifi newer
+    # than the package index here has
+    extras_require={"test": ["pytest>=7", "selenium>=4.20,<4.52"]},
 )

@@ -1,6 +1,6 @@
 """Cameras: random sampling as in DreamFusion, look-at frames, rays, view labels, turntables.
 
-Conventions (DESIGN.md §2): world +z up; azimuth 0° puts the camera on +x looking at the origin,
+Conventions (docs/conventions.md): world +z up; azimuth 0° puts the camera on +x looking at the origin,
 azimuth grows counter-clockwise seen from above (+x toward +y); elevation is the angle above the
 xy-plane. Camera-to-world matrices are OpenGL style: the camera looks down its -z, +y up, +x right.
 Angles are stored in degrees, azimuth wrapped to [-180, 180).

@@ -271,14 +271,14 @@ def train_stage(trainer, total: int, quiet: bool, stop: StopFlag, label: str) ->
         bar.close()
 
 
-def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool, video: bool = True) -> bool:
+def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool, video: bool = True) -> list[str]:
     """The mesh and the video of a trained representation into ws.mesh_dir / ws.video_dir; an empty
-    one skips each with the reason (training is kept, not failed). Returns whether everything asked
-    for was written."""
+    one skips each with the reason (training is kept, not failed). Returns the reasons of what was
+    skipped: empty when everything asked for was written."""
     from .export import ExportError, load_exported_mesh
     from .export.video import render_turntable
 
-    e, done, mesh_written = cfg.export, True, False
+    e, skipped, mesh_written = cfg.export, [], False
     rep.eval()  # its schedules are those of the last checkpoint
     if e.mesh:
         try:
@@ -286,7 +286,7 @@ def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool, video: bool 
             mesh_written = True
             print(f"mesh: {len(result.files)} files in {ws.mesh_dir} ({result.n_faces} faces)")
         except ExportError as err:
-            done = False
+            skipped.append(f"mesh export skipped: {err}")
             print(f"dream: mesh export skipped: {err} (the checkpoint is kept: scripts/export_mesh.py --workspace {ws.root} retries)", file=sys.stderr)
     if e.video and video:
         try:
@@ -299,9 +299,9 @@ def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool, video: bool 
             paths = render_turntable(ws.video_dir, cfg.video_config(), bound=rep.bound, progress=not quiet, **source)
             print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir} (from the {next(iter(source))})")
         except ExportError as err:
-            done = False
+            skipped.append(f"video skipped: {err}")
             print(f"dream: video skipped: {err} (the checkpoint is kept: scripts/render_video.py --workspace {ws.root} retries)", file=sys.stderr)
-    return done
+    return skipped
 
 
 def stage_train_seconds(ws: Workspace) -> float:
@@ -317,13 +317,13 @@ def stage_train_seconds(ws: Workspace) -> float:
 
 
 def write_summary(ws: Workspace, cfg: RunConfig, steps: dict[str, int], export_seconds: float, wall_seconds: float,
-                  exported: bool, source: Workspace | None = None) -> dict:
+                  skipped: list[str] | None, source: Workspace | None = None) -> dict:
     """run.json: the finished run's prompt, stages and timings. train_seconds sums the step times of
     every stage over every session (resumes included); wall_seconds is this last session's whole
-    command, loading included."""
+    command, loading included. `skipped`: the export's reasons for what it left out (None: --no-export)."""
     per_stage = {name: round(stage_train_seconds(ws.stage(name)), 1) for name in steps}
     summary = {"prompt": cfg.prompt, "seed": cfg.seed, "stages": list(steps), "result": list(steps)[-1], "steps": steps,
-               "finished": True, "exported": exported, "train_seconds": round(sum(per_stage.values()), 1),
+               "finished": True, "exported": skipped == [], "export_skipped": skipped or [], "train_seconds": round(sum(per_stage.values()), 1),
                "stage_train_seconds": per_stage, "export_seconds": round(export_seconds, 1), "wall_seconds": round(wall_seconds, 1),
                "source": str(source.root) if source is not None else None}
     text = json.dumps(summary, indent=1)
@@ -436,7 +436,19 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
     else:  # refining another run whose fine stage failed: the source's coarse result
         result = coarse_scene if coarse_scene is not None else source.load_scene(device)[0]
     export_start = time.time()
-    exported = not req.no_export and export_results(result, cfg, ws, req.quiet)
+    skipped = None if req.no_export else export_results(result, cfg, ws, req.quiet)
     export_seconds += time.time() - export_start
-    summary = write_summary(ws, cfg, steps, export_seconds, time.time() - launched, exported, source)
+    summary = write_summary(ws, cfg, steps, export_seconds, time.time() - launched, skipped, source)
+    write_page(ws)
     return RunOutcome(0, ws, summary)
+
+
+def write_page(ws: Workspace) -> None:
+    """WORKSPACE/index.html, the run's gallery page; a failure here costs the page, never the run."""
+    from .gallery import write_asset_page
+
+    try:
+        print(f"gallery: {write_asset_page(ws.root)} (open it in a browser)")
+    except Exception as err:  # noqa: BLE001 - the run and its files are already safe
+        print(f"dream: the gallery page was not written ({type(err).__name__}: {err}); "
+              f"retry with: python scripts/gallery.py {ws.root}", file=sys.stderr)

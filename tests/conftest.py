@@ -1,7 +1,8 @@
-"""Test-suite settings: the `cuda` marker.
+"""Test-suite settings: the `cuda` and `browser` markers.
 
 Tests marked `cuda` run the real GPU flows at small sizes (benchmarks/gpu_check.sh runs them on a
-GPU machine); without a CUDA device they are skipped, saying why.
+GPU machine); without a CUDA device they are skipped, saying why. Tests marked `browser` drive a
+headless Chromium (tests/browser.py); without one they skip, saying why (.ci/run installs it).
 """
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one; benchmarks/gpu_check.sh runs them)")
+    config.addinivalue_line("markers", "browser: needs Chromium and ChromeDriver (skipped without them; .ci/run installs them)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,7 +1,21 @@
-"""Overrides that make the default recipe's fine stage take a second in tests (a 24^3 DMTet,
-16x16 renders, 4 steps); tests of whole runs add them to their own small coarse settings."""
+"""Overrides that make a whole run take a second or two in tests: `small_run` for both stages,
+`FINE_SMALL` for the default recipe's fine stage alone (a 24^3 DMTet, 16x16 renders, 4 steps)."""
+from __future__ import annotations
+
+from pathlib import Path
 
 FINE_SMALL = [
     "fine.dmtet.resolution=24", "fine.dmtet.init_close=1", "fine.dmtet.init_smooth=0.5", "fine.train.steps=4",
     "fine.train.resolution=16", "fine.train.batch_size=1", "fine.train.checkpoint_every=2", "fine.train.validation_every=2",
 ]
+
+
+def small_run(prior: str | Path, steps: int, *extra: str) -> list[str]:
+    """Both stages in a second: 16x16 renders, 16 samples a ray, a small hash grid, tiny exports."""
+    return [
+        f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
+        "train.resolution=16", "render.n_samples=16", "field.encoding.n_levels=4", "field.encoding.log2_hashmap_size=12",
+        "train.validation_every=4", "train.checkpoint_every=4", "train.ambient_only_steps=2",
+        "export.mesh_resolution=48", "export.texture_size=32", "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL,
+        *extra,
+    ]

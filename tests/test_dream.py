@@ -100,7 +100,7 @@ def test_turntable_shows_the_exported_mesh_when_there_is_one(tmp_path, capsys, o
 
     scene = build_scene(cfg)  # the initial density blob: a soft ball with a surface
     ws = Workspace(tmp_path)
-    assert export_results(scene, cfg, ws, quiet=True)
+    assert export_results(scene, cfg, ws, quiet=True) == []
     assert f"(from the {source})" in capsys.readouterr().out
     assert sorted(p.name for p in ws.video_dir.iterdir()) == ["turntable_normal.mp4", "turntable_rgb.mp4"]
     assert ws.mesh_dir.is_dir() == ("export.mesh=false" not in overrides)

@@ -134,6 +134,11 @@ def test_toy_suite_runs_two_prompts_then_reuses_them(tmp_path):
     assert "coarse" in s and s["coarse"]["assets"] == len(refined) and "| result (fine DMTet) |" in md
     assert (out / "runs" / "a-red-cube-s0" / "run.json").is_file()
     assert (out / "toy_results.png").stat().st_size > 1000
+    page = (out / "index.html").read_text()  # the suite's gallery: a row per asset, linking to its page
+    for r in rows:
+        name = Path(r["workspace"]).name
+        assert f'href="runs/{name}/index.html"' in page and (out / "runs" / name / "index.html").is_file()
+        assert json.loads((out / "runs" / name / "evaluation.json").read_text())["prompt"] == r["prompt"]
     assert run(argv) == 0  # the second call reuses both finished workspaces
     again = json.loads((out / "toy_results.json").read_text())["rows"]
     assert [r["status"] for r in again] == [("reused" if r["status"] == "ran" else r["status"]) for r in rows]

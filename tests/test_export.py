@@ -12,7 +12,7 @@ import torch
 import trimesh
 
 from dreamfusion.cameras import turntable
-from dreamfusion.export import ExportConfig, ExportError, export_mesh, load_exported_mesh
+from dreamfusion.export import ExportConfig, ExportError, export_mesh, from_up_axis, load_exported_mesh
 from dreamfusion.export.mesh import decimate, density_grid, extract_mesh, fill_cavities
 from dreamfusion.export.texture import sample_texture
 from dreamfusion.export.video import MeshRenderer, VideoConfig, build_field_cache, render_turntable
@@ -94,7 +94,7 @@ def test_baked_texture_matches_the_field_albedo(exported):
     bary = trimesh.triangles.points_to_barycentric(mesh.triangles[face], points)
     uv = (bary[:, :, None] * mesh.visual.uv[mesh.faces[face]]).sum(1)
     baked = sample_texture(image, uv)
-    truth = albedo_of(torch.from_numpy(points).float()).numpy()
+    truth = albedo_of(torch.from_numpy(from_up_axis(points, "y")).float()).numpy()  # the OBJ is +y up
     err = np.abs(baked - truth) * 255
     assert err.mean() < 5.0, err.mean()
     assert np.percentile(err, 99) < 20.0
@@ -119,7 +119,7 @@ def test_files_load_back_with_uvs_and_material(exported):
     assert len(glb.faces) == len(obj.faces) == result.n_faces
     assert glb.visual.uv is not None
     meta = json.loads((out / "export.json").read_text())
-    assert meta["up"] == "z" and meta["faces"] == result.n_faces
+    assert meta["up"] == {"obj": "y", "glb": "y", "ply": "z"} and meta["faces"] == result.n_faces
 
 
 def test_mesh_render_shows_the_field_colours_without_seams(exported):
@@ -165,6 +165,31 @@ def test_up_y_rotates_z_up_to_y_up(tmp_path):
     assert not (tmp_path / "y" / "model.obj").exists()
 
 
+class ConeField(SphereField):
+    """A cone along +z (apex at z = 0.5) with a bump on its front (+x, azimuth 0)."""
+
+    def __init__(self):
+        super().__init__()
+
+    def density(self, x):
+        h = (0.5 - x[..., 2]) / 1.0  # 0 at the apex, 1 at the base (z = -0.5)
+        inside = torch.minimum(h * 0.4 - x[..., :2].norm(dim=-1), torch.minimum(h, 1.0 - h))
+        bump = 0.08 - (x - torch.tensor([0.42, 0.0, -0.4])).norm(dim=-1)
+        return torch.sigmoid(torch.maximum(inside, bump) / 0.01) / 0.01
+
+
+def test_glb_follows_gltf_axes_and_obj_ply_stand_up_in_blender(tmp_path):
+    """glTF: +y up, front toward +z. OBJ +y up (Blender's OBJ default), PLY +z up (its PLY default)."""
+    export_mesh(ConeField(), tmp_path, ExportConfig(resolution=64, texture_size=32), progress=False)
+    for name, up, front in (("model.glb", 1, 2), ("model.obj", 1, 2), ("model.ply", 2, 0)):
+        v = np.asarray(trimesh.load(tmp_path / name, force="mesh", process=False).vertices)
+        apex = v[np.argmax(v[:, up])]
+        assert apex[up] > 0.4 and np.abs(np.delete(apex, up)).max() < 0.05, name  # the apex on the up axis
+        assert v[:, front].max() > 0.45 > -v[:, front].min(), name  # the bump toward the front axis
+    mesh = load_exported_mesh(tmp_path)  # back in the toolkit's +z up, whatever the file
+    assert np.asarray(mesh.vertices)[:, 2].max() > 0.4
+
+
 def test_no_surface_gives_one_clear_error_and_no_files(tmp_path):
     out = tmp_path / "mesh"
     with pytest.raises(ExportError) as err:
@@ -186,6 +211,21 @@ def test_floaters_are_removed_and_decimation_keeps_the_shape():
     assert 500 < len(small.faces) <= 1500
     r = np.linalg.norm(small.vertices, axis=1)
     assert abs(r.mean() - RADIUS) < 0.03 * RADIUS
+
+
+def test_decimation_keeps_a_torus_a_torus():
+    """Edge collapse keeps the genus where grid clustering joined the hole (benchmarks/bench_decimate.py)."""
+    from dreamfusion.eval.geometry import topology
+
+    class Torus(SphereField):
+        def density(self, x):
+            q = torch.stack([x[..., :2].norm(dim=-1) - 0.45, x[..., 2]], -1)
+            return torch.sigmoid((0.12 - q.norm(dim=-1)) / 0.01) / 0.01
+
+    mesh, _ = extract_mesh(Torus(), 96, smooth=0.0)
+    small = decimate(mesh, 800)
+    assert 600 < len(small.faces) <= 800
+    assert topology(small).genus == 1 and small.is_watertight
 
 
 def test_banded_grid_agrees_with_the_dense_grid_near_the_surface():

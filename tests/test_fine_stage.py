@@ -26,7 +26,7 @@ from dreamfusion.render.background import Background, BackgroundConfig
 from dreamfusion.render.mesh_render import render_mesh
 
 from analytic_fields import AnalyticField
-from small_runs import FINE_SMALL
+from small_runs import small_run
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("fine_dream", REPO / "scripts" / "dream.py")
@@ -147,10 +147,7 @@ def prior(tmp_path_factory) -> Path:
 
 
 def small(prior: Path, steps: int = 4, *extra: str) -> list[str]:
-    return [f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
-            "train.resolution=16", "render.n_samples=16", "field.encoding.n_levels=4", "field.encoding.log2_hashmap_size=12",
-            "train.validation_every=4", "train.checkpoint_every=4", "train.ambient_only_steps=2", "export.mesh_resolution=32",
-            "export.texture_size=32", "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL, *extra]
+    return small_run(prior, steps, "export.mesh_resolution=32", *extra)
 
 
 @pytest.fixture(scope="module")

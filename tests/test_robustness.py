@@ -30,7 +30,7 @@ from dreamfusion.cli.errors import run_cli
 from dreamfusion.export import load_exported_mesh
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
 from dreamfusion.workspace import Workspace
-from small_runs import FINE_SMALL
+from small_runs import small_run
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_PRIOR = REPO / "assets" / "toy_prior"
@@ -51,15 +51,7 @@ def load_script(name: str) -> ModuleType:
 dream, export_mesh, render_video = (load_script(n) for n in ("dream", "export_mesh", "render_video"))
 
 
-def small(prior: str | Path, steps: int, *extra: str) -> list[str]:
-    """Overrides that make a run take a second: 16x16 renders, 16 samples a ray, a small hash grid."""
-    return [
-        f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
-        "train.resolution=16", "render.n_samples=16", "field.encoding.n_levels=4", "field.encoding.log2_hashmap_size=12",
-        "train.validation_every=4", "train.checkpoint_every=4", "train.ambient_only_steps=2",
-        "export.mesh_resolution=48", "export.texture_size=32", "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL,
-        *extra,
-    ]
+small = small_run
 
 
 def dream_cli(argv: list[str]) -> int:

@@ -4,7 +4,7 @@
     python scripts/evaluate.py --suite clip --prompts FILE --clip MODEL [--workspaces DIR ...] [--out DIR]
 
 Finished workspaces under OUT/runs are reused, interrupted ones resumed; --fresh reruns them all.
-Writes OUT/<suite>_results.md, .json and .png.
+Writes OUT/<suite>_results.md, .json and .png, and the gallery OUT/index.html (scripts/gallery.py).
 """
 from __future__ import annotations
 
@@ -19,13 +19,7 @@ from .args import parse_or_exit_code
 from .errors import run_cli
 
 DEFAULT_CLIP_PROMPTS = data_dir("data") / "coco-object-centric-153.txt"
-TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
-               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
-               ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
-               ("normal_angle", "normal°"), ("coarse_genus", "coarse genus"), ("coarse_surface_distance", "coarse distance"),
-               ("coarse_normal_angle", "coarse normal°"), ("seconds", "seconds"), ("status", "run")]
-CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
-                ("seconds", "seconds"), ("status", "run")]
+
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace | int:
@@ -90,8 +84,8 @@ def progress_bar(total: int, quiet: bool):
 
 
 def toy(args: argparse.Namespace, out: Path) -> Path:
-    from ..eval.report import plot_accuracy_and_time, write_report
-    from ..eval.suites import stage_table, toy_matrix, toy_prompts, toy_suite
+    from ..eval.report import plot_accuracy_and_time, write_asset_evaluations, write_report
+    from ..eval.suites import SUITE_COLUMNS, stage_table, toy_matrix, toy_prompts, toy_suite
 
     prompts = toy_prompts(args.prompts or "all")
     bar, on_done = progress_bar(len(prompts) * args.seeds, args.quiet)
@@ -112,7 +106,8 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
     lines.append(f"geometry against the prompted shape: genus right in {pct(summary['genus_ok'])}, one piece in "
                  f"{pct(summary['one_component'])}, watertight in {pct(summary['watertight'])}; median surface distance "
                  f"{num(summary['median_surface_distance'], '.3f')}, median normal angle {num(summary['median_normal_angle'], '.1f')}°")
-    md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, TOY_COLUMNS, lines,
+    write_asset_evaluations(rows)
+    md, _ = write_report(out, "toy_results", "Toy-world suite", summary, rows, SUITE_COLUMNS["toy_results"], lines,
                          toy_matrix(rows) + "\n" + stage_table(summary))
     accuracy = {"shape": summary["shape_accuracy"] or 0.0, "colour": summary["colour_accuracy"] or 0.0,
                 "both": summary["accuracy"] or 0.0, **{f"{s}": v or 0.0 for s, v in summary["per_shape_accuracy"].items()}}
@@ -122,9 +117,9 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
 
 
 def clip(args: argparse.Namespace, out: Path) -> Path:
-    from ..eval.report import plot_accuracy_and_time, write_report
+    from ..eval.report import plot_accuracy_and_time, write_asset_evaluations, write_report
     from ..eval.rprecision import load_prompts
-    from ..eval.suites import clip_suite
+    from ..eval.suites import SUITE_COLUMNS, clip_suite
 
     try:
         prompts = load_prompts(args.prompts or DEFAULT_CLIP_PROMPTS)
@@ -143,7 +138,8 @@ def clip(args: argparse.Namespace, out: Path) -> Path:
              f"retrieved among {summary['candidates']} captions with {summary['clip']}; {summary['failed']} failed",
              f"CLIP R-precision (R@1): colour **{pct(summary['r_precision_colour'])}**, "
              f"geometry (textureless) **{pct(summary['r_precision_geometry'])}**"]
-    md, _ = write_report(out, "clip_results", "CLIP R-precision", summary, rows, CLIP_COLUMNS, lines)
+    write_asset_evaluations(rows)
+    md, _ = write_report(out, "clip_results", "CLIP R-precision", summary, rows, SUITE_COLUMNS["clip_results"], lines)
     accuracy = {"colour": summary["r_precision_colour"] or 0.0, "geometry": summary["r_precision_geometry"] or 0.0}
     plot_accuracy_and_time(out / "clip_results.png", "CLIP R-precision", accuracy,
                            [r["seconds"] for r in rows], accuracy_label="R@1")
@@ -158,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else DEFAULT_OUTPUTS / "eval" / args.suite
     md = toy(args, out) if args.suite == "toy" else clip(args, out)
     print(f"wrote {md}, {md.with_suffix('.json').name} and {md.with_suffix('.png').name}")
+    from ..gallery import write_suite_page
+
+    page = write_suite_page(out)
+    print(f"gallery: {page} (open it in a browser; each asset's page is in its workspace)")
     return 0
 
 

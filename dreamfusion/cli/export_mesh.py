@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=ExportConfig.smooth, metavar="STD",
                    help="Gaussian std (world units) on the density before meshing; removes surfaces hidden inside (default 0.025, 0 = off)")
     p.add_argument("--decimate", type=int, default=None, metavar="FACES", help="simplify to at most FACES faces")
-    p.add_argument("--up", choices=("z", "y"), default="z", help="z: the toolkit's +z up; y: +y up, front toward +z (glTF viewers)")
+    p.add_argument("--up", choices=("z", "y"), default=None,
+                   help="up axis of the OBJ and PLY (default: each upright in Blender, OBJ +y, PLY +z); the GLB is always +y, as glTF says")
     add_common_options(p)
     return p
 

@@ -223,3 +223,14 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
 
 
 __all__ = ["toy_prompts", "toy_suite", "toy_matrix", "stage_table", "clip_suite"]
+
+
+# The columns of each suite's table (results .md and the gallery's grid): (row key, header).
+TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
+               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
+               ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
+               ("normal_angle", "normal°"), ("coarse_genus", "coarse genus"), ("coarse_surface_distance", "coarse distance"),
+               ("coarse_normal_angle", "coarse normal°"), ("seconds", "seconds"), ("status", "run")]
+CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
+                ("seconds", "seconds"), ("status", "run")]
+SUITE_COLUMNS = {"toy_results": TOY_COLUMNS, "clip_results": CLIP_COLUMNS}

@@ -25,7 +25,7 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from ..export import ExportError
+from ..export import ExportError, file_up_axis, from_up_axis
 from ..toyworld.classify import nearest_colour, same_shape
 from ..toyworld.scenes import sdf
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES
@@ -141,8 +141,7 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
     meta = json.loads((mesh_dir / "export.json").read_text()) if (mesh_dir / "export.json").is_file() else {}
     mesh = trimesh.load(ply, process=False)
     verts = np.asarray(mesh.vertices, dtype=np.float64)
-    if meta.get("up", "z") == "y":
-        verts = verts[:, [2, 0, 1]]
+    verts = from_up_axis(verts, file_up_axis(meta, ply.name))
     colours = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
     centre = (verts.min(0) + verts.max(0)) / 2
     pts = verts - centre

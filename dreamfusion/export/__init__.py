@@ -24,6 +24,9 @@ from .texture import UVMesh, bake_albedo_texture
 
 FORMATS = ("obj", "glb", "ply")
 UP_AXES = ("z", "y")
+# Each file's up axis by default: upright where it is opened with default settings. glTF defines +y
+# up with the front toward +z; Blender reads OBJ as +y up and PLY as +z up (docs/conventions.md).
+DEFAULT_UP = {"glb": "y", "obj": "y", "ply": "z"}
 
 __all__ = [
     "ExportConfig",
@@ -34,6 +37,7 @@ __all__ = [
     "write_textured_mesh",
     "load_exported_mesh",
     "to_up_axis",
+    "file_up_axis",
 ]
 
 
@@ -44,7 +48,7 @@ class ExportConfig:
     texture_size: int = 1024
     formats: tuple[str, ...] = FORMATS
     decimate: int | None = None  # target face count
-    up: Literal["z", "y"] = "z"  # "y": +y up and the front (+x) toward +z, as glTF viewers expect
+    up: Literal["z", "y"] | None = None  # OBJ and PLY: None = DEFAULT_UP; "y" = +y up, front (+x) toward +z. GLB is always +y
     min_component_ratio: float = 0.05  # floaters: components with less area than this x the largest
     smooth: float = DEFAULT_SMOOTH  # std (world units) of the Gaussian on the density grid before marching cubes; 0 = off
     chunk: int = 65536  # points per field call
@@ -57,7 +61,7 @@ class ExportConfig:
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ExportError(f"--formats must be a comma-separated subset of {','.join(FORMATS)}, got {','.join(self.formats)}")
-        if self.up not in UP_AXES:
+        if self.up is not None and self.up not in UP_AXES:
             raise ExportError(f"--up must be z or y, got {self.up}")
         if not self.smooth >= 0:
             raise ExportError(f"--smooth must be >= 0 (world units), got {self.smooth}")
@@ -78,6 +82,18 @@ class ExportResult:
 def write_file(path: Path, data: bytes) -> None:
     """Atomically: a kill mid-write leaves the previous file."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def up_axes(cfg: ExportConfig) -> dict[str, str]:
+    """Each format's up axis: glTF's +y always; OBJ and PLY as --up says, else DEFAULT_UP."""
+    return {fmt: "y" if fmt == "glb" else cfg.up or DEFAULT_UP[fmt] for fmt in FORMATS}
+
+
+def file_up_axis(meta: dict, name: str) -> str:
+    """The up axis of file `name` (model.glb, ...) from its export.json: a mapping by format, or one
+    letter for every file (files written before GLB followed glTF), +z when nothing is recorded."""
+    up = meta.get("up", "z")
+    return up.get(Path(name).suffix.lstrip("."), "z") if isinstance(up, dict) else up
 
 
 def to_up_axis(points: np.ndarray, up: str) -> np.ndarray:
@@ -177,7 +193,7 @@ def write_textured_mesh(
     result = ExportResult(files, level, len(mesh.vertices), len(mesh.faces), uvm.n_charts if uvm else 0, seconds)
     meta = {
         "level": level if np.isfinite(level) else None,
-        "up": cfg.up,
+        "up": {fmt: axis for fmt, axis in up_axes(cfg).items() if fmt in cfg.formats},
         "vertices": result.n_vertices,
         "faces": result.n_faces,
         "charts": result.n_charts,
@@ -198,9 +214,10 @@ def _encode_files(mesh, normals, vertex_colors, uvm, image, cfg: ExportConfig) -
     from trimesh.exchange.ply import export_ply
 
     out: dict[str, bytes] = {}
+    up = up_axes(cfg)
     if "obj" in cfg.formats:
         text, extra = export_obj(
-            _textured_mesh(uvm, normals, image, cfg.up, pbr=False),
+            _textured_mesh(uvm, normals, image, up["obj"], pbr=False),
             include_normals=True,
             include_texture=True,
             return_texture=True,
@@ -210,13 +227,13 @@ def _encode_files(mesh, normals, vertex_colors, uvm, image, cfg: ExportConfig) -
         out["model.obj"] = text.encode("utf-8")
         out.update({k: bytes(v) for k, v in extra.items()})
     if "glb" in cfg.formats:
-        out["model.glb"] = export_glb(trimesh.Scene(_textured_mesh(uvm, normals, image, cfg.up, pbr=True)), include_normals=True)
+        out["model.glb"] = export_glb(trimesh.Scene(_textured_mesh(uvm, normals, image, up["glb"], pbr=True)), include_normals=True)
     if "ply" in cfg.formats:
         rgba = np.concatenate([np.clip(vertex_colors, 0, 1) * 255 + 0.5, np.full((len(vertex_colors), 1), 255.0)], 1).astype(np.uint8)
         ply = trimesh.Trimesh(
-            to_up_axis(np.asarray(mesh.vertices), cfg.up),
+            to_up_axis(np.asarray(mesh.vertices), up["ply"]),
             np.asarray(mesh.faces),
-            vertex_normals=to_up_axis(normals, cfg.up),
+            vertex_normals=to_up_axis(normals, up["ply"]),
             vertex_colors=rgba,
             process=False,
         )
@@ -228,12 +245,12 @@ def load_exported_mesh(mesh_dir: str | Path) -> trimesh.Trimesh:
     """The exported textured mesh (model.glb, else model.obj, else model.ply) back in +z-up coordinates."""
     mesh_dir = Path(mesh_dir)
     meta_path = mesh_dir / "export.json"
-    up = json.loads(meta_path.read_text(encoding="utf-8")).get("up", "z") if meta_path.is_file() else "z"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     for name in ("model.glb", "model.obj", "model.ply"):
         path = mesh_dir / name
         if path.is_file():
             loaded = trimesh.load(path, force="mesh", process=False)
             mesh = loaded.copy()
-            mesh.vertices = from_up_axis(np.asarray(loaded.vertices), up)
+            mesh.vertices = from_up_axis(np.asarray(loaded.vertices), file_up_axis(meta, name))
             return mesh
     raise ExportError(f"no exported mesh in {mesh_dir}; run scripts/export_mesh.py first")

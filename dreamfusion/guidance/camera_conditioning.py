@@ -3,8 +3,8 @@
 The spec, shared with the trainer of the bundled prior (keep both sides identical):
 
 * features = [sin(el), cos(el), sin(az), cos(az), 1.0, sin(2 az), cos(2 az), ..., sin(K az), cos(K az)]
-  with el, az the camera's elevation and azimuth in degrees converted to radians (DESIGN.md
-  conventions: azimuth 0 = front, +z up) and K >= 1 the highest azimuth harmonic (K = 1: the
+  with el, az the camera's elevation and azimuth in degrees converted to radians (docs/conventions.md:
+  azimuth 0 = front, +z up) and K >= 1 the highest azimuth harmonic (K = 1: the
   five-feature layout MVDream-style priors use);
 * all features are zero when the camera is dropped (training-time dropout) or absent, so the
   fifth entry tells the network whether the others mean anything;

@@ -3,7 +3,7 @@ weights, and an on-disk cache so each (model, text) is encoded once.
 
 DreamFusion appends the view to the prompt so the prior is asked for the side it is shown; without
 it every view is scored as the canonical front and the object grows faces all round (Janus).
-Text follows DESIGN.md: f"{prompt}, {label} view" with labels VIEW_LABELS.
+Text follows docs/conventions.md: f"{prompt}, {label} view" with labels VIEW_LABELS.
 """
 from __future__ import annotations
 
