@@ -33,12 +33,14 @@ def test_the_wheel_carries_the_recipes_the_prior_and_the_commands(installed):
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert {"dreamfusion/configs/toy.yaml", "dreamfusion/configs/dreamfusion-sd.yaml",
             "dreamfusion/assets/toy_prior/unet/diffusion_pytorch_model.safetensors",
-            "dreamfusion/assets/toy_prior/tokenizer/tokenizer.json", "dreamfusion/data/coco-object-centric-153.txt"} <= names
+            "dreamfusion/assets/toy_prior/tokenizer/tokenizer.json", "dreamfusion/data/coco-object-centric-153.txt",
+            "dreamfusion/gallery/vendor/model-viewer-umd.min.js", "dreamfusion/gallery/vendor/LICENSE.model-viewer",
+            "dreamfusion/gallery/vendor/LICENSE.three"} <= names
     if (REPO / "assets" / "toy_latent_prior" / "vae").is_dir():
         assert {"dreamfusion/assets/toy_latent_prior/model_index.json", "dreamfusion/configs/toy-latent.yaml",
                 "dreamfusion/assets/toy_latent_prior/vae/diffusion_pytorch_model.safetensors"} <= names
     assert not any(n.endswith((".png", ".pt")) for n in names)  # README images and training state stay out
-    for command in ("dreamfusion-dream", "dreamfusion-export", "dreamfusion-video", "dreamfusion-evaluate"):
+    for command in ("dreamfusion-dream", "dreamfusion-export", "dreamfusion-video", "dreamfusion-evaluate", "dreamfusion-gallery"):
         assert command in entry_points
 
 
@@ -57,3 +59,5 @@ def test_the_installed_package_runs_the_default_recipe_from_anywhere(installed, 
     config = (tmp_path / "ws" / "config.yaml").read_text()
     assert f"model: {target / 'dreamfusion' / 'assets' / 'toy_prior'}" in config
     assert (tmp_path / "ws" / "checkpoints" / "last.pt").is_file()
+    assert "<model-viewer" not in (tmp_path / "ws" / "index.html").read_text()  # its page, with no mesh (--no-export)
+    assert "gallery page was not written" not in result.stderr
