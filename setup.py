@@ -29,6 +29,7 @@ setup(
         "dreamfusion-train-prior = dreamfusion.cli.train_toy_prior:console_main",
         "dreamfusion-check-prior = dreamfusion.cli.check_toy_prior:console_main",
         "dreamfusion-gallery = dreamfusion.cli.gallery:console_main",
+        "dreamfusion-batch = dreamfusion.cli.batch:console_main",
     ]},
     install_requires=[
         # torch is deliberately unpinned here; install the build for your machine first (README).
@@ -51,6 +52,7 @@ setup(
         "scipy>=1.9",
         "scikit-image>=0.19",  # marching cubes
         "fast-simplification>=0.1.7",  # quadric edge-collapse decimation (export --decimate)
+        "ray>=2.9",  # batch runs and evaluation suites: a local instance, or a cluster (dreamfusion/batch)
     ],
     # selenium drives Debian's chromium in the gallery's browser tests; 4.52 wants a certifi newer
     # than the package index here has

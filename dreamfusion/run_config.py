@@ -173,13 +173,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def resolve_model_path(data: dict[str, Any]) -> None:
     """A relative model folder becomes absolute: relative to the current folder when it exists there,
-    else the bundled copy (guidance.model: assets/toy_prior), wherever the command runs from. Hub
-    ids ('org/name') exist in neither place and stay as they are."""
-    model = data.get("guidance", {}).get("model")
-    if isinstance(model, str) and model and not Path(model).is_absolute():
-        found = Path(model).resolve() if Path(model).exists() else bundled(model)
-        if found is not None:  # absolute, so the workspace's config.yaml works from any folder
-            data["guidance"]["model"] = str(found)
+    else the bundled copy (guidance.model: assets/toy_prior), wherever the command runs from; the
+    same for the fine stage's own model (fine.guidance.model). Hub ids ('org/name') exist in neither
+    place and stay as they are."""
+    fine = data.get("fine")
+    for section in (data.get("guidance"), fine.get("guidance") if isinstance(fine, dict) else None):
+        model = section.get("model") if isinstance(section, dict) else None
+        if isinstance(model, str) and model and not Path(model).is_absolute():
+            found = Path(model).resolve() if Path(model).exists() else bundled(model)
+            if found is not None:  # absolute, so the workspace's config.yaml works from any folder
+                section["model"] = str(found)
 
 
 def config_path(path: str | Path | None) -> Path:

@@ -160,7 +160,7 @@ def test_toy_matrix_marks_what_came_out():
 
 
 def test_a_resumed_run_reports_what_the_asset_cost_not_the_retry():
-    from dreamfusion.eval.runs import asset_seconds
+    from dreamfusion.batch.task import asset_seconds
 
     assert asset_seconds({"wall_seconds": 70.0, "train_seconds": 60.0, "export_seconds": 3.0}) == 70.0
     # a run that only retried its export: 7 s of wall, but 63 s of training and export in all

@@ -46,18 +46,20 @@ def test_the_wheel_carries_the_recipes_the_prior_and_the_commands(installed):
 
 def test_the_installed_package_runs_the_default_recipe_from_anywhere(installed, tmp_path):
     """From a folder with no repository in sight: the default config and the bundled prior are found
-    inside the package, and a short run of the default recipe trains."""
+    inside the package, and a short run of the default recipe trains both stages."""
     _, target = installed
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
     code = ("import dreamfusion, sys; from dreamfusion.cli.dream import console_main; "
             "assert dreamfusion.__file__.startswith(sys.argv[1]), dreamfusion.__file__; "
             "sys.argv = ['dreamfusion-dream'] + sys.argv[2:]; sys.exit(console_main())")
     argv = [sys.executable, "-c", code, str(target), "--prompt", "a red cube", "--steps", "3", "--no-export", "--quiet",
-            "--workspace", str(tmp_path / "ws"), "guidance.embedding_cache=null", "train.validation_every=3"]
+            "--workspace", str(tmp_path / "ws"), "guidance.embedding_cache=null", "train.validation_every=3",
+            "fine.train.steps=2", "fine.train.validation_every=2", "fine.dmtet.resolution=32"]
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     config = (tmp_path / "ws" / "config.yaml").read_text()
     assert f"model: {target / 'dreamfusion' / 'assets' / 'toy_prior'}" in config
+    assert (tmp_path / "ws" / "fine" / "checkpoints" / "last.pt").is_file()
     assert (tmp_path / "ws" / "checkpoints" / "last.pt").is_file()
     assert "<model-viewer" not in (tmp_path / "ws" / "index.html").read_text()  # its page, with no mesh (--no-export)
     assert "gallery page was not written" not in result.stderr

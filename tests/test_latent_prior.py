@@ -144,3 +144,29 @@ def test_short_run_with_the_latent_recipe_writes_every_artifact(tmp_path):
     assert (ws / "config.yaml").is_file() and (ws / "checkpoints" / "last.pt").is_file()
     assert (ws / "metrics.jsonl").is_file() and any((ws / "video").glob("*.mp4"))
     assert sorted(p.name for p in (ws / "validation").iterdir())[-1] == "step_000006.png"
+
+
+@pytest.mark.skipif(not SHIPPED, reason="the latent prior is not in assets/")
+def test_a_pixel_coarse_run_is_refined_with_the_latent_prior_at_128_px(tmp_path, monkeypatch):
+    """Magic3D's split: the coarse stage on the 32-pixel prior, the fine stage scored by another
+    model (fine.guidance names it) at its own 128 px; the bundled folder is found from any folder."""
+    from dreamfusion.cli.dream import main
+    from dreamfusion.cli.errors import run_cli
+
+    from small_runs import small_run
+
+    prior = REPO / "assets" / "toy_prior"
+    ws = tmp_path / "ws"
+    assert run_cli(main, ["--prompt", "a red cube", "--workspace", str(ws), "--quiet", "--stage", "coarse",
+                          *small_run(prior, 4)], prog="dream") == 0
+    monkeypatch.chdir(tmp_path)  # the relative model path below resolves to the bundled copy
+    latent = ["fine.guidance.type=latent", "fine.guidance.model=assets/toy_latent_prior", "fine.train.resolution=128"]
+    assert run_cli(main, ["--from", str(ws), "--workspace", str(tmp_path / "fine"), "--quiet",
+                          *small_run(prior, 4), *latent], prog="dream") == 0
+    import yaml
+
+    config = yaml.safe_load((tmp_path / "fine" / "config.yaml").read_text())
+    assert config["fine"]["guidance"]["model"] == str(REPO / "assets" / "toy_latent_prior")
+    assert config["fine"]["train"]["resolution"] == 128
+    metrics = (tmp_path / "fine" / "fine" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 4 and (tmp_path / "fine" / "mesh" / "model.glb").is_file()

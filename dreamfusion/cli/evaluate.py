@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..paths import DEFAULT_OUTPUTS, data_dir
-from .args import parse_or_exit_code
+from .args import add_cluster_options, cluster_resources, parse_or_exit_code
 from .errors import run_cli
 
 DEFAULT_CLIP_PROMPTS = data_dir("data") / "coco-object-centric-153.txt"
@@ -35,9 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace | int:
     p.add_argument("--workspaces", nargs="+", default=None, help="score these finished workspaces instead of running dream.py (clip suite)")
     p.add_argument("--views", type=int, default=8, help="azimuths per asset at 30° elevation (clip suite)")
     p.add_argument("--resolution", type=int, default=224, help="render size in pixels (clip suite; CLIP resizes to its input)")
-    p.add_argument("--jobs", type=int, default=1, help="dream.py runs side by side (each gets cores/jobs threads)")
     p.add_argument("--fresh", action="store_true", help="rerun every prompt even if a finished workspace exists")
     p.add_argument("--device", default="cpu", help="device for dream.py runs and CLIP")
+    add_cluster_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("overrides", nargs="*", help="dotted config overrides passed to every dream.py run, e.g. train.steps=300")
@@ -48,8 +48,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace | int:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     if args.resolution < 16:
         raise ConfigError(f"--resolution must be at least 16 pixels, got {args.resolution}")
-    if args.jobs <= 0:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.views <= 0:
         raise ConfigError(f"--views must be at least 1, got {args.views}")
     if args.suite == "clip" and not args.clip:
@@ -59,38 +57,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace | int:
     return args
 
 
-def dream_args(args: argparse.Namespace) -> list[str]:
-    extra = ["--device", args.device]
-    if args.config:
-        extra += ["--config", args.config]
-    return extra + list(args.overrides)
+def run_settings(args: argparse.Namespace):
+    """What every run of the suite shares: --config, --device and the trailing overrides."""
+    from ..batch import RunSettings
 
-
-def progress_bar(total: int, quiet: bool):
-    """A bar over assets (or, with --quiet, one line per finished asset) and its callback."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="evaluate", unit="asset", disable=quiet)
-    done: list[str] = []  # a disabled tqdm does not count, so count here
-
-    def on_done(prompt: str) -> None:
-        done.append(prompt)
-        bar.update(1)
-        bar.set_postfix_str(prompt)
-        if quiet:
-            print(f"[{len(done)}/{total}] {prompt}", flush=True)
-
-    return bar, on_done
+    settings = RunSettings(config=args.config, device=args.device, overrides=list(args.overrides))
+    settings.check()
+    return settings
 
 
 def toy(args: argparse.Namespace, out: Path) -> Path:
     from ..eval.report import plot_accuracy_and_time, write_asset_evaluations, write_report
     from ..eval.suites import SUITE_COLUMNS, stage_table, toy_matrix, toy_prompts, toy_suite
+    from .progress import progress_bar
 
     prompts = toy_prompts(args.prompts or "all")
+    resources, settings = cluster_resources(args), run_settings(args)
     bar, on_done = progress_bar(len(prompts) * args.seeds, args.quiet)
     try:
-        rows, summary = toy_suite(prompts, args.seeds, out / "runs", dream_args(args), args.fresh, on_done, args.jobs)
+        rows, summary = toy_suite(prompts, args.seeds, out / "runs", settings, args.fresh, on_done,
+                                  resources, args.ray_address)
     finally:
         bar.close()
     pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
@@ -120,17 +106,19 @@ def clip(args: argparse.Namespace, out: Path) -> Path:
     from ..eval.report import plot_accuracy_and_time, write_asset_evaluations, write_report
     from ..eval.rprecision import load_prompts
     from ..eval.suites import SUITE_COLUMNS, clip_suite
+    from .progress import progress_bar
 
     try:
         prompts = load_prompts(args.prompts or DEFAULT_CLIP_PROMPTS)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"--prompts: {err}") from None
     total = len(args.workspaces) if args.workspaces else len(prompts)
+    resources, settings = cluster_resources(args), run_settings(args)
     bar, on_done = progress_bar(total, args.quiet)
     try:
-        rows, summary = clip_suite(prompts, args.clip, out / "runs", args.workspaces or (), dream_args(args), args.views,
+        rows, summary = clip_suite(prompts, args.clip, out / "runs", args.workspaces or (), settings, args.views,
                                    resolution=args.resolution, device=args.device, fresh=args.fresh, progress=on_done,
-                                   jobs=args.jobs)
+                                   resources=resources, address=args.ray_address)
     finally:
         bar.close()
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731

@@ -8,9 +8,7 @@
 """
 from __future__ import annotations
 
-import os
 import statistics
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +19,7 @@ from ..export import ExportError
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, VIEW_MARKED_SHAPES, all_captions, caption
 from ..workspace import Workspace
 from .rprecision import ClipScorer, normalise_caption, r_precision
-from .runs import RunRecord, ensure_run
+from ..batch import Resources, RunRecord, RunSettings, RunSpec, read_summary, run_batch, workspace_for
 from .toy import evaluate_mesh, parse_toy_prompt, score
 from .views import render_views
 
@@ -57,23 +55,23 @@ def _fraction(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
-def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str], fresh: bool,
-            progress: Progress | None, jobs: int = 1) -> list[RunRecord]:
-    """ensure_run for every (prompt, seed), `jobs` at a time; records in prompt order."""
-    tasks = [(prompt, seed) for prompt in prompts for seed in range(seeds)]
-    threads = max(1, (os.cpu_count() or 1) // jobs)  # each run gets its share of the cores, no more
+def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, settings: RunSettings | None = None, fresh: bool = False,
+            progress: Progress | None = None, resources: Resources | None = None, address: str | None = None) -> list[RunRecord]:
+    """Every (prompt, seed) run in runs_dir/<slug>-s<seed>, as Ray tasks (dreamfusion/batch: a local
+    instance unless `address` names a cluster); each run's output goes to runs_dir/logs/. Records
+    come back in prompt order."""
+    runs_dir = Path(runs_dir)
+    specs = []
+    for prompt in prompts:
+        for seed in range(seeds):
+            ws = workspace_for(runs_dir, prompt, seed)
+            specs.append(RunSpec(prompt, seed, ws.root, settings or RunSettings(), fresh, log=runs_dir / "logs" / f"{ws.root.name}.log"))
 
-    def one(task: tuple[str, int]) -> RunRecord:
-        prompt, seed = task
-        record = ensure_run(prompt, seed, runs_dir, dream_args, fresh, threads=threads if jobs > 1 else None)
+    def done(record: RunRecord) -> None:
         if progress is not None:
-            progress(prompt if seeds == 1 else f"{prompt} (seed {seed})")
-        return record
+            progress(record.prompt if seeds == 1 else f"{record.prompt} (seed {record.seed})")
 
-    if jobs <= 1:
-        return [one(task) for task in tasks]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # the work is in subprocesses; threads only wait
-        return list(pool.map(one, tasks))
+    return run_batch(specs, address, resources, done)
 
 
 def judge(prompt: str, mesh_dir: Path, wanted_shape: str) -> dict:
@@ -110,24 +108,35 @@ def summarize(rows: Sequence[dict], wanted: Sequence[str]) -> dict:
     }
 
 
-def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, dream_args: Sequence[str] = (), fresh: bool = False,
-              progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
+def coarse_mesh_dir(ws: Path) -> Path:
+    """Where a refined run's coarse mesh is: beside its result (WORKSPACE/coarse/mesh), or, for a run
+    that refined another workspace (dream.py --from), in that source's coarse export."""
+    own = ws / "coarse" / "mesh"
+    source = (read_summary(Workspace(ws)) or {}).get("source")
+    if own.is_dir() or not source:
+        return own
+    source = Path(source)
+    return source / "coarse" / "mesh" if (source / "coarse" / "mesh").is_dir() else source / "mesh"
+
+
+def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, settings: RunSettings | None = None, fresh: bool = False,
+              progress: Progress | None = None, resources: Resources | None = None,
+              address: str | None = None) -> tuple[list[dict], dict]:
     """Per-asset rows and a summary: shape / colour / both accuracy, Janus, geometry, time per asset.
 
     A two-stage run is judged on its result (WORKSPACE/mesh, the fine stage's) and on its coarse
     stage's mesh (WORKSPACE/coarse/mesh): each row's coarse figures sit under "coarse", and the
     summary's under "coarse" too, so one suite run shows both stages side by side."""
     rows, wanted, coarse_rows = [], [], []
-    for rec in run_all(prompts, seeds, runs_dir, dream_args, fresh, progress, jobs):
+    for rec in run_all(prompts, seeds, runs_dir, settings, fresh, progress, resources, address):
         wanted_shape, _ = parse_toy_prompt(rec.prompt)
         wanted.append(wanted_shape)
         row = {"prompt": rec.prompt, "seed": rec.seed, "status": rec.status, "seconds": rec.seconds,
                "workspace": str(rec.workspace), "message": rec.message}
         if rec.status != "failed":
             row.update(judge(rec.prompt, Path(rec.workspace) / "mesh", wanted_shape))
-            coarse_dir = Path(rec.workspace) / "coarse" / "mesh"
             if (Path(rec.workspace) / "fine").is_dir():  # refined: the coarse mesh beside it (absent: the coarse emptied)
-                row["coarse"] = judge(rec.prompt, coarse_dir, wanted_shape)
+                row["coarse"] = judge(rec.prompt, coarse_mesh_dir(Path(rec.workspace)), wanted_shape)
                 row.update({f"coarse_{k}": row["coarse"].get(k) for k in ("ok", "genus", "surface_distance", "normal_angle")})
         row.setdefault("shape_ok", False)
         row.setdefault("colour_ok", False)
@@ -178,8 +187,9 @@ def toy_matrix(rows: Sequence[dict]) -> str:
 
 
 def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspaces: Sequence[str] = (),
-               dream_args: Sequence[str] = (), n_views: int = 8, resolution: int = 224, device: str = "cpu",
-               fresh: bool = False, progress: Progress | None = None, jobs: int = 1) -> tuple[list[dict], dict]:
+               settings: RunSettings | None = None, n_views: int = 8, resolution: int = 224, device: str = "cpu",
+               fresh: bool = False, progress: Progress | None = None, resources: Resources | None = None,
+               address: str | None = None) -> tuple[list[dict], dict]:
     """CLIP R-precision of each asset's renders (30° elevation, `n_views` azimuths) among all prompts.
 
     Assets come from `workspaces` when given (their prompts join the candidates if the file lacks
@@ -194,7 +204,7 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
                 raise ConfigError(f"{folder}: its config.yaml names no prompt")
             records.append(RunRecord(config["prompt"], int(config.get("seed", 0)), ws.root, "given", None))
     else:
-        records = run_all(candidates, 1, runs_dir, dream_args, fresh, progress, jobs)
+        records = run_all(candidates, 1, runs_dir, settings, fresh, progress, resources, address)
     for rec in records:
         if normalise_caption(rec.prompt) not in candidates:
             candidates.append(normalise_caption(rec.prompt))

@@ -19,6 +19,7 @@ h1{font-size:20px;margin:0}h2{font-size:16px;margin:22px 0 8px}
 main{padding:0 22px 30px}.sub{color:#666}.note{background:#fff4e0;border:1px solid #e8c48a;padding:10px 14px;margin:14px 0}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 model-viewer{width:480px;height:480px;background:#eef0f3;border:1px solid #ccc}
+model-viewer::part(default-progress-bar){display:none}
 video{width:320px;height:320px;background:#000}
 figure{margin:0}figcaption{color:#666;font-size:12px}
 .strips{display:flex;flex-wrap:wrap;gap:10px}.strips img{height:200px;display:block;image-rendering:pixelated}
