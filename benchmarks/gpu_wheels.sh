@@ -13,7 +13,7 @@ mkdir -p .whl
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${PLATFORMS[@]}" -d .whl \
-  diffusers==0.42.1 importlib_metadata nerfacc==0.5.3 trimesh==5.2.0 xatlas==0.0.11
+  diffusers==0.42.1 importlib_metadata nerfacc==0.5.3 trimesh==5.2.0 xatlas==0.0.11 fast-simplification==0.2.0
 if [ $# -ge 1 ]; then
   tar -czf .whl/nvdiffrast-src.tar.gz -C "$1" setup.py pyproject.toml README.md LICENSE.txt nvdiffrast csrc
 fi

@@ -166,3 +166,18 @@ def test_a_resumed_run_reports_what_the_asset_cost_not_the_retry():
     # a run that only retried its export: 7 s of wall, but 63 s of training and export in all
     assert asset_seconds({"wall_seconds": 7.0, "train_seconds": 60.0, "export_seconds": 3.0}) == 63.0
     assert asset_seconds({}) is None
+
+
+def test_a_refined_run_from_another_workspace_is_judged_on_that_sources_coarse_mesh(tmp_path):
+    from dreamfusion.eval.suites import coarse_mesh_dir
+
+    own, src, coarse_only = tmp_path / "own", tmp_path / "src", tmp_path / "coarse-only"
+    (own / "coarse" / "mesh").mkdir(parents=True)
+    assert coarse_mesh_dir(own) == own / "coarse" / "mesh"  # the coarse mesh beside the result
+    (src / "coarse" / "mesh").mkdir(parents=True)
+    (coarse_only / "mesh").mkdir(parents=True)
+    for name, source in (("from-refined", src), ("from-coarse", coarse_only)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"prompt": "a red cube", "source": str(source)}))
+    assert coarse_mesh_dir(tmp_path / "from-refined") == src / "coarse" / "mesh"  # --from a two-stage run
+    assert coarse_mesh_dir(tmp_path / "from-coarse") == coarse_only / "mesh"  # --from a coarse-only run
