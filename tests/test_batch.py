@@ -160,3 +160,17 @@ def test_ctrl_c_leaves_every_workspace_resumable(prior, tmp_path):
     rows = {r["prompt"]: r for r in json.loads((out / "batch_results.json").read_text())["rows"]}
     assert [rows[p]["status"] for p in ("a red cube", "a blue cone")] == ["ran", "ran"]
     assert "resuming" in (out / "runs" / "logs" / "a-red-cube-s0.log").read_text()
+
+
+def test_what_each_task_asks_for():
+    from dreamfusion.batch.runner import plan_resources
+    from dreamfusion.config import ConfigError
+
+    assert plan_resources(Resources(jobs=2), {"CPU": 8.0}, local=True) == (4, 0.0)  # a local machine: cores / jobs
+    assert plan_resources(Resources(), {"CPU": 64.0, "GPU": 8.0}, local=False) == (1, 1.0)  # one GPU a run
+    assert plan_resources(Resources(), {"CPU": 64.0, "GPU": 8.0}, local=False, cpu_only=True) == (2, 0.0)  # --device cpu
+    assert plan_resources(Resources(cpus_per_run=3, gpus_per_run=0.5), {"CPU": 8.0, "GPU": 1.0}, local=False) == (3, 0.5)
+    with pytest.raises(ConfigError, match="has 0 GPUs"):
+        plan_resources(Resources(gpus_per_run=1), {"CPU": 8.0}, local=False)
+    with pytest.raises(ConfigError, match="16 CPUs in all"):
+        plan_resources(Resources(cpus_per_run=32), {"CPU": 16.0}, local=False)

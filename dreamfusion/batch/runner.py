@@ -37,10 +37,11 @@ class BatchInterrupted(Exception):
         self.records, self.left = records, left
 
 
-def plan_resources(res: Resources, cluster: dict, local: bool) -> tuple[int, float]:
-    """(cpus, gpus) each task asks for, checked against what the cluster has."""
+def plan_resources(res: Resources, cluster: dict, local: bool, cpu_only: bool = False) -> tuple[int, float]:
+    """(cpus, gpus) each task asks for, checked against what the cluster has. Runs pinned to the
+    CPU (--device cpu) ask for no GPU unless told to."""
     cpus_total, gpus_total = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    gpus = res.gpus_per_run if res.gpus_per_run is not None else (1.0 if gpus_total > 0 else 0.0)
+    gpus = res.gpus_per_run if res.gpus_per_run is not None else (1.0 if gpus_total > 0 and not cpu_only else 0.0)
     if gpus > gpus_total:
         raise ConfigError(f"--gpus-per-run {gpus:g}: the Ray cluster has {gpus_total:g} GPUs; use --gpus-per-run 0 for CPU runs")
     if res.cpus_per_run is not None:
@@ -48,7 +49,7 @@ def plan_resources(res: Resources, cluster: dict, local: bool) -> tuple[int, flo
     elif local:
         cpus = max(1, int(cpus_total) // max(1, res.jobs))
     else:
-        cpus = 1 if gpus > 0 else 2
+        cpus = 1 if gpus > 0 else min(2, max(1, int(cpus_total)))
     if cpus > cpus_total:
         raise ConfigError(f"--cpus-per-run {cpus}: the Ray cluster has {cpus_total:g} CPUs in all; ask for fewer")
     return cpus, gpus
@@ -68,7 +69,8 @@ def run_batch(specs: Sequence[RunSpec], address: str | None = None, resources: R
     with ray_session(address, num_cpus=None) as cluster:
         import ray
 
-        cpus, gpus = plan_resources(res, cluster, local=address is None)
+        cpu_only = all(s.settings.device == "cpu" for s in specs)
+        cpus, gpus = plan_resources(res, cluster, local=address is None, cpu_only=cpu_only)
         remote = ray.remote(run_one).options(num_cpus=cpus, num_gpus=gpus, max_retries=res.retries, retry_exceptions=False)
         refs = [remote.remote(dataclasses.replace(s, threads=s.threads or cpus)) for s in specs]
         index = {ref: i for i, ref in enumerate(refs)}
