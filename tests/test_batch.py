@@ -142,7 +142,10 @@ def test_ctrl_c_leaves_every_workspace_resumable(prior, tmp_path):
     argv = [sys.executable, str(REPO / "scripts" / "batch.py"), "--prompts", "a red cube,a blue cone", "--out", str(out),
             "--quiet", "--device", "cpu", "--jobs", "1", *small_run(prior, 200, *QUICK, "train.checkpoint_every=4",
                                                                      "fine.train.steps=2")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it, even when this test runs where it is ignored (a shell's
+    # background job): a process started with SIGINT ignored never gets a KeyboardInterrupt
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     checkpoint, deadline = out / "runs" / "a-red-cube-s0" / "checkpoints" / "step_000004.pt", time.time() + 300
     while not checkpoint.is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
