@@ -29,8 +29,9 @@ class Resources:
     retries: int = 2  # times Ray reruns a task whose worker was lost
 
 
-class BatchInterrupted(Exception):
-    """Ctrl-C: the records of the runs that ended (finished, failed or stopped at a checkpoint)."""
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the records of the runs that ended (finished, failed or stopped at a checkpoint). A
+    KeyboardInterrupt, so a caller that does not report them (evaluate.py) exits as interrupted."""
 
     def __init__(self, records: list[RunRecord], left: int):
         super().__init__(f"interrupted with {left} runs unfinished")
