@@ -76,6 +76,36 @@ def test_initial_sdf_closes_tunnels_and_drops_floaters():
     assert abs(np.median(radius) - 0.5) < 0.03  # in the right place (a cell is 0.042)
 
 
+def soft_box(x: torch.Tensor) -> torch.Tensor:
+    """A cube of half size 0.4, dense (30) but for a soft column (3) through it along x: every ray
+    through it still turns opaque (the column's optical depth is 2.4 > ln 2), so renders show a
+    solid box, but the opaque iso-level (the dense part's) leaves a tunnel where the column is, as a
+    latent-path coarse field's level set has holes across faces that render opaque."""
+    inside = torch.sigmoid(80.0 * (0.4 - x.abs().max(dim=-1).values))
+    column = torch.sigmoid(80.0 * (0.15 - x[:, 1:].abs().max(dim=-1).values))
+    return inside * (30.0 - 27.0 * column)
+
+
+def initial_mesh(sdf: torch.Tensor, resolution: int) -> trimesh.Trimesh:
+    from dreamfusion.dmtet.grid import tet_grid
+    from dreamfusion.dmtet.marching import marching_tets
+
+    grid = tet_grid(resolution)
+    m = marching_tets(grid.vertices, grid.tets, sdf)
+    return trimesh.Trimesh(m.vertices.numpy(), m.faces.numpy())
+
+
+def test_the_opacity_hull_starts_a_soft_field_as_the_solid_its_renders_show():
+    field = AnalyticField(soft_box)
+    level = initial_mesh(sdf_from_density(field, 40, 1.0, close=2), 40)
+    hull = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, solid="opacity_hull"), 40)
+    assert topology(level).genus == 1  # the iso-level leaves the column out: a tunnel
+    assert hull.is_watertight and topology(hull).genus == 0 and topology(hull).components == 1
+    half = np.abs(hull.vertices).max(axis=1)
+    assert abs(np.median(half) - 0.4) < 0.05  # the box's faces, where the renders put them (a cell is 0.05)
+    assert hull.volume > abs(level.volume)
+
+
 def test_initial_sdf_refuses_an_empty_field():
     from dreamfusion.dmtet.init import NoSurfaceError
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..export.mesh import DEFAULT_SMOOTH, ExportError, auto_level, density_grid, fill_cavities
+from ..export.mesh import DEFAULT_SMOOTH, LN2, ExportError, auto_level, density_grid, fill_cavities
 
 
 class NoSurfaceError(ExportError):
@@ -37,6 +37,24 @@ def clean_solid(inside: np.ndarray, close: int) -> np.ndarray:
         sizes = ndi.sum(inside, labels, range(1, n + 1))
         inside = labels == 1 + int(np.argmax(sizes))
     return ndi.binary_fill_holes(inside)
+
+
+def opacity_hull(grid: np.ndarray, spacing: float) -> np.ndarray:
+    """The points behind the rendered surface from all six axis directions: (N, N, N) bool.
+
+    A point is inside when, seen from each of the six axis directions, the optical depth in front
+    of it has reached ln 2 (where a render draws the surface). A soft coarse field that renders as
+    a solid box but whose density dips below the iso-level across its faces (a level set full of
+    holes) gives its whole opaque volume; concavities seen through along some axis (a torus's
+    hole) stay open, as in the renders."""
+    g = np.maximum(grid.astype(np.float32, copy=False), 0.0)
+    inside = np.ones(g.shape, bool)
+    for axis in range(3):
+        seg = np.moveaxis(g, axis, 0) * spacing  # (L, A, B): the depth each sample adds
+        front = np.cumsum(seg, axis=0) - 0.5 * seg  # optical depth in front of each sample, from one side
+        back = np.cumsum(seg[::-1], axis=0)[::-1] - 0.5 * seg  # and from the other
+        inside &= np.moveaxis((front >= LN2) & (back >= LN2), 0, axis)
+    return inside
 
 
 def signed_distance(inside: np.ndarray, spacing: float, smooth: float, density: np.ndarray | None = None,
@@ -62,9 +80,10 @@ def signed_distance(inside: np.ndarray, spacing: float, smooth: float, density: 
 
 @torch.no_grad()
 def sdf_from_density(field: object, resolution: int, bound: float, close: int = 4, smooth: float = 1.0,
-                     density_smooth: float = DEFAULT_SMOOTH) -> torch.Tensor:
+                     density_smooth: float = DEFAULT_SMOOTH, solid: str = "level") -> torch.Tensor:
     """The initial SDF ((R+1)^3,) float32 on the tet lattice of `resolution` R spanning [-bound, bound]^3
-    (lattice index i*(R+1)^2 + j*(R+1) + k, as dmtet.grid), from `field.density`.
+    (lattice index i*(R+1)^2 + j*(R+1) + k, as dmtet.grid), from `field.density`. `solid`: "level"
+    (the density above its opaque iso-level) or "opacity_hull" (opacity_hull: what renders opaque).
 
     Raises NoSurfaceError when no ray through the field becomes opaque (an emptied coarse run)."""
     import scipy.ndimage as ndi
@@ -78,7 +97,8 @@ def sdf_from_density(field: object, resolution: int, bound: float, close: int = 
         level = auto_level(grid, spacing)
     except ExportError as err:
         raise NoSurfaceError(str(err)) from None
-    inside = clean_solid(fill_cavities(grid, level) > level, close)
+    raw = opacity_hull(grid, spacing) if solid == "opacity_hull" else fill_cavities(grid, level) > level
+    inside = clean_solid(raw, close)
     if not inside.any():
         raise NoSurfaceError("the coarse field's solid vanishes once cleaned (it is thinner than the fine grid's cells)")
     return torch.from_numpy(signed_distance(inside, spacing, smooth, grid, level).astype(np.float32)).reshape(-1)

@@ -153,7 +153,7 @@ def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field
     from .init import sdf_from_density
 
     bound = coarse_field.cfg.bound
-    base = sdf_from_density(coarse_field.eval(), cfg.resolution, bound, cfg.init_close, cfg.init_smooth)
+    base = sdf_from_density(coarse_field.eval(), cfg.resolution, bound, cfg.init_close, cfg.init_smooth, solid=cfg.init_solid)
     colour = copy.deepcopy(coarse_field) if cfg.texture == "coarse" else NeRFField(coarse_field.cfg, device=device, seed=seed + 1)
     colour.blob_scale, colour.active_levels = 0.0, None  # the colour field is read for its albedo only
     scene = DMTetScene(cfg, loop, colour.train(), copy.deepcopy(coarse_background), base, bound, device)
