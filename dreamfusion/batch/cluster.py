@@ -40,10 +40,10 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[dict]:
+def ray_session(address: str | None = None) -> Iterator[dict]:
     """Ray connected for the duration; yields the cluster's resources ({"CPU": 2.0, "GPU": ...}).
 
-    Without an address it starts a local instance with this machine's cores (or `num_cpus`) and
+    Without an address it starts a local instance with this machine's cores and
     stops it at the end; with one it connects to that cluster and leaves it running."""
     try:
         import ray
@@ -58,7 +58,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         kwargs["address"] = address
     else:
-        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        kwargs["num_cpus"] = os.cpu_count() or 1
         pythonpath = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
     try:

@@ -67,7 +67,7 @@ def run_batch(specs: Sequence[RunSpec], address: str | None = None, resources: R
     """Every spec's RunRecord, in the order of `specs`. Raises ConfigError for a cluster that
     cannot be reached or cannot hold a run, BatchInterrupted on Ctrl-C."""
     res = resources or Resources()
-    with ray_session(address, num_cpus=None) as cluster:
+    with ray_session(address) as cluster:
         import ray
 
         cpu_only = all(s.settings.device == "cpu" for s in specs)

@@ -135,7 +135,7 @@ def run_one(spec: RunSpec) -> RunRecord:
     with _output_to(spec.log):
         try:
             outcome = run(req)
-        except (ConfigError, Exception) as err:  # noqa: BLE001 - reported as this run's failure
+        except Exception as err:  # noqa: BLE001 - reported as this run's failure (ConfigError included)
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             if not isinstance(err, ConfigError):
                 message = f"{type(err).__name__}: {message}"

@@ -39,13 +39,16 @@ def write_report(out_dir: str | Path, stem: str, title: str, summary: dict, rows
     return md_path, json_path
 
 
-def write_asset_evaluations(rows: Sequence[dict], name: str = "evaluation.json") -> None:
-    """Each asset's row into its own workspace (workspace/evaluation.json), for its gallery page."""
+EVALUATION_FILE = "evaluation.json"  # each asset's row of figures, in its workspace (the gallery shows it)
+
+
+def write_asset_evaluations(rows: Sequence[dict]) -> None:
+    """Each asset's row into its own workspace (WORKSPACE/evaluation.json), for its gallery page."""
     for row in rows:
         folder = Path(str(row.get("workspace") or ""))
         if row.get("workspace") and folder.is_dir():
             text = json.dumps({k: v for k, v in row.items() if k != "workspace"}, indent=1, default=str)
-            atomic_write(folder / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            atomic_write(folder / EVALUATION_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def plot_accuracy_and_time(path: str | Path, title: str, accuracy: dict[str, float], seconds: Sequence[float],

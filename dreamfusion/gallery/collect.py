@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..eval.report import EVALUATION_FILE
+
 STAGES = ("coarse", "fine")
-EVALUATION_FILE = "evaluation.json"  # evaluate.py writes each asset's row of figures here
 
 
 @dataclass
