@@ -106,6 +106,27 @@ def test_the_opacity_hull_starts_a_soft_field_as_the_solid_its_renders_show():
     assert hull.volume > abs(level.volume)
 
 
+def test_level_or_hull_keeps_both_solids_and_closes_the_soft_box():
+    """The union of the level set and the opacity hull, so it is as whole as the hull where the
+    level set has a tunnel (the soft box's column) and keeps what the level set holds where the hull
+    erodes (a speckled coarse field: docs/toy-world.md)."""
+    from dreamfusion.dmtet.init import starting_solid
+    from dreamfusion.export.mesh import auto_level, density_grid
+
+    field = AnalyticField(soft_box)
+    grid, _ = density_grid(field, 41, 1.0)
+    spacing = 2.0 / 40
+    level = auto_level(grid, spacing)
+    solids = {name: starting_solid(grid, spacing, level, name) for name in ("level", "opacity_hull", "level_or_hull")}
+    assert np.array_equal(solids["level_or_hull"], solids["level"] | solids["opacity_hull"])
+    assert solids["level_or_hull"].sum() > solids["level"].sum()  # the column filled
+    union = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, solid="level_or_hull"), 40)
+    assert union.is_watertight and topology(union).genus == 0 and topology(union).components == 1
+    assert abs(np.median(np.abs(union.vertices).max(axis=1)) - 0.4) < 0.05
+    with pytest.raises(ValueError, match="unknown starting solid"):
+        starting_solid(grid, spacing, level, "hull")
+
+
 def test_initial_sdf_refuses_an_empty_field():
     from dreamfusion.dmtet.init import NoSurfaceError
 

@@ -18,10 +18,11 @@ class DMTetConfig:
     resolution: int = 64  # tet-grid cells per axis: (R+1)^3 vertices, 6 R^3 tets
     init_close: int = 4  # voxels of morphological closing of the coarse solid (dmtet/init.py)
     init_smooth: float = 1.0  # voxels: Gaussian on the initial signed distance
-    # The starting solid: "level" = the coarse density above its opaque iso-level; "opacity_hull" =
-    # the points behind the rendered surface from all six axis directions (dmtet/init.py), for soft
-    # coarse fields whose level set has holes where the renders are opaque
-    init_solid: Literal["level", "opacity_hull"] = "level"
+    # The starting solid (dmtet/init.starting_solid): "level" = the coarse density above its opaque
+    # iso-level; "opacity_hull" = the points behind the rendered surface from all six axis
+    # directions, for soft coarse fields whose level set has holes where the renders are opaque;
+    # "level_or_hull" = either, which keeps a whole level set as it is and fills a riddled one
+    init_solid: Literal["level", "opacity_hull", "level_or_hull"] = "level"
     # The SDF and deformation updates pass through a Gaussian of this many voxels (0: per vertex):
     # Adam turns the per-vertex noise of an SDS gradient into full-size steps, and a blurred
     # parameterization keeps its updates smooth (a Sobolev gradient, as "Large Steps" does on meshes).

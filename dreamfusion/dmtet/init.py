@@ -57,6 +57,26 @@ def opacity_hull(grid: np.ndarray, spacing: float) -> np.ndarray:
     return inside
 
 
+def starting_solid(grid: np.ndarray, spacing: float, level: float, solid: str) -> np.ndarray:
+    """The raw solid (N, N, N) bool the hand-over cleans: the density above its opaque `level`
+    ("level"), what renders opaque from all six axis directions ("opacity_hull"), or either
+    ("level_or_hull").
+
+    The two fail on different fields. The level set of a soft field has holes across faces that
+    render opaque; the hull, which needs optical depth ln 2 both in front of and behind a point
+    along each axis, erodes a speckled field's thin, dense parts and can leave a small, riddled
+    core of a body whose level set is whole. Their union keeps the level set where it is whole and
+    fills its holes from the hull (a hole over the hull's eroded core is left as a pit, which the
+    closing narrows or the fine stage fills)."""
+    if solid == "level":
+        return fill_cavities(grid, level) > level
+    if solid == "opacity_hull":
+        return opacity_hull(grid, spacing)
+    if solid == "level_or_hull":
+        return (fill_cavities(grid, level) > level) | opacity_hull(grid, spacing)
+    raise ValueError(f"unknown starting solid {solid!r}; known: level, opacity_hull, level_or_hull")
+
+
 def signed_distance(inside: np.ndarray, spacing: float, smooth: float, density: np.ndarray | None = None,
                     level: float | None = None, band: float = 1.5) -> np.ndarray:
     """Signed distance (world units, < 0 inside) of a voxel solid, Gaussian-smoothed by `smooth` voxels.
@@ -83,7 +103,8 @@ def sdf_from_density(field: object, resolution: int, bound: float, close: int = 
                      density_smooth: float = DEFAULT_SMOOTH, solid: str = "level") -> torch.Tensor:
     """The initial SDF ((R+1)^3,) float32 on the tet lattice of `resolution` R spanning [-bound, bound]^3
     (lattice index i*(R+1)^2 + j*(R+1) + k, as dmtet.grid), from `field.density`. `solid`: "level"
-    (the density above its opaque iso-level) or "opacity_hull" (opacity_hull: what renders opaque).
+    (the density above its opaque iso-level), "opacity_hull" (what renders opaque) or "level_or_hull"
+    (either; see starting_solid).
 
     Raises NoSurfaceError when no ray through the field becomes opaque (an emptied coarse run)."""
     import scipy.ndimage as ndi
@@ -97,8 +118,7 @@ def sdf_from_density(field: object, resolution: int, bound: float, close: int = 
         level = auto_level(grid, spacing)
     except ExportError as err:
         raise NoSurfaceError(str(err)) from None
-    raw = opacity_hull(grid, spacing) if solid == "opacity_hull" else fill_cavities(grid, level) > level
-    inside = clean_solid(raw, close)
+    inside = clean_solid(starting_solid(grid, spacing, level, solid), close)
     if not inside.any():
         raise NoSurfaceError("the coarse field's solid vanishes once cleaned (it is thinner than the fine grid's cells)")
     return torch.from_numpy(signed_distance(inside, spacing, smooth, grid, level).astype(np.float32)).reshape(-1)
