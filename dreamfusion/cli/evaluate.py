@@ -84,6 +84,9 @@ def toy(args: argparse.Namespace, out: Path) -> Path:
     lines = [f"{summary['assets']} assets ({len(prompts)} prompts × {args.seeds} seeds); {summary['failed']} failed",
              f"shape and colour correct: **{pct(summary['accuracy'])}** (shape {pct(summary['shape_accuracy'])}, "
              f"colour {pct(summary['colour_accuracy'])})",
+             f"colour against the truth (CIE Lab, the texture's mean): median ΔE {num(summary['median_delta_e'], '.1f')}, "
+             f"max {num(summary['max_delta_e'], '.1f')}; median ΔL* {num(summary['median_delta_lightness'], '+.1f')}, "
+             f"median ΔC* {num(summary['median_delta_chroma'], '+.1f')}",
              f"median time per asset: {summary['median_seconds'] or 0:.0f} s"]
     if summary["marked_assets"]:
         lines.append(f"marked cube: mark on exactly one side in {pct(summary['marked_one_side'])} (texture), "

@@ -25,6 +25,7 @@ from .views import render_views
 
 Progress = Callable[[str], None]  # called with each prompt once its asset is done
 GEOMETRY_KEYS = ("genus", "genus_ok", "watertight", "components", "significant_components", "surface_distance", "normal_angle")
+COLOUR_KEYS = ("mean_albedo", "delta_e", "delta_lightness", "delta_chroma")
 
 
 def toy_prompts(spec: str) -> list[str]:
@@ -77,10 +78,10 @@ def run_all(prompts: Sequence[str], seeds: int, runs_dir: Path, settings: RunSet
 def judge(prompt: str, mesh_dir: Path, wanted_shape: str) -> dict:
     """The toy judge's figures of one exported mesh, or {"status": "no mesh", ...} when there is none."""
     try:
-        result = score(prompt, evaluate_mesh(mesh_dir, wanted_shape))
+        result = score(prompt, evaluate_mesh(mesh_dir, wanted_shape, parse_toy_prompt(prompt)[1]))
     except ExportError as err:  # the run finished but exported no mesh (an empty field)
         return {"status": "no mesh", "message": str(err), "shape_ok": False, "colour_ok": False, "ok": False}
-    row = {k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus", *GEOMETRY_KEYS)}
+    row = {k: result[k] for k in ("shape", "colour", "shape_ok", "colour_ok", "marked_faces", "mark_views", "janus", *GEOMETRY_KEYS, *COLOUR_KEYS)}
     row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
     return row
 
@@ -103,6 +104,10 @@ def summarize(rows: Sequence[dict], wanted: Sequence[str]) -> dict:
         "watertight": _fraction([bool(r.get("watertight")) for r in rows]),
         "median_surface_distance": _median([r.get("surface_distance") for r in rows]),
         "median_normal_angle": _median([r.get("normal_angle") for r in rows]),
+        "median_delta_e": _median([r.get("delta_e") for r in rows]),
+        "max_delta_e": max((r["delta_e"] for r in rows if r.get("delta_e") is not None), default=None),
+        "median_delta_lightness": _median([r.get("delta_lightness") for r in rows]),
+        "median_delta_chroma": _median([r.get("delta_chroma") for r in rows]),
         "per_shape_accuracy": {s: _fraction([r["ok"] for r, shape in zip(rows, wanted) if shape == s])
                                for s in ALL_SHAPES if s in wanted},
     }
@@ -137,7 +142,7 @@ def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, settings: RunS
             row.update(judge(rec.prompt, Path(rec.workspace) / "mesh", wanted_shape))
             if (Path(rec.workspace) / "fine").is_dir():  # refined: the coarse mesh beside it (absent: the coarse emptied)
                 row["coarse"] = judge(rec.prompt, coarse_mesh_dir(Path(rec.workspace)), wanted_shape)
-                row.update({f"coarse_{k}": row["coarse"].get(k) for k in ("ok", "genus", "surface_distance", "normal_angle")})
+                row.update({f"coarse_{k}": row["coarse"].get(k) for k in ("ok", "genus", "surface_distance", "normal_angle", "delta_e")})
         row.setdefault("shape_ok", False)
         row.setdefault("colour_ok", False)
         row["ok"] = bool(row["shape_ok"] and row["colour_ok"])
@@ -157,9 +162,12 @@ def stage_table(summary: dict) -> str:
     stages = [("coarse (NeRF)", summary["coarse"]), ("result (fine DMTet)", summary)] if "coarse" in summary else [("result", summary)]
     pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
     num = lambda v, fmt: "–" if v is None else format(v, fmt)  # noqa: E731
-    lines = ["| stage | shape+colour | genus right | one piece | watertight | median distance | median normal° |", "|---|---|---|---|---|---|---|"]
+    lines = ["| stage | shape+colour | median ΔE | max ΔE | median ΔL* | median ΔC* | genus right | one piece | watertight "
+             "| median distance | median normal° |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in stages:
-        lines.append(f"| {name} | {pct(s['accuracy'])} | {pct(s['genus_ok'])} | {pct(s['one_component'])} | {pct(s['watertight'])} | "
+        lines.append(f"| {name} | {pct(s['accuracy'])} | {num(s.get('median_delta_e'), '.1f')} | {num(s.get('max_delta_e'), '.1f')} | "
+                     f"{num(s.get('median_delta_lightness'), '+.1f')} | {num(s.get('median_delta_chroma'), '+.1f')} | "
+                     f"{pct(s['genus_ok'])} | {pct(s['one_component'])} | {pct(s['watertight'])} | "
                      f"{num(s['median_surface_distance'], '.3f')} | {num(s['median_normal_angle'], '.1f')} |")
     return "\n".join(lines) + "\n"
 
@@ -237,7 +245,8 @@ __all__ = ["toy_prompts", "toy_suite", "toy_matrix", "stage_table", "clip_suite"
 
 # The columns of each suite's table (results .md and the gallery's grid): (row key, header).
 TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
-               ("colour_ok", "colour ok"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
+               ("colour_ok", "colour ok"), ("delta_e", "ΔE"), ("delta_lightness", "ΔL*"), ("delta_chroma", "ΔC*"),
+               ("coarse_delta_e", "coarse ΔE"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
                ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
                ("normal_angle", "normal°"), ("coarse_genus", "coarse genus"), ("coarse_surface_distance", "coarse distance"),
                ("coarse_normal_angle", "coarse normal°"), ("seconds", "seconds"), ("status", "run")]

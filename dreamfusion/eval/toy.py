@@ -3,7 +3,8 @@
 Shape: the mesh is centred (bounding-box centre) and matched against every toy shape by a
 symmetric Chamfer distance, minimised over a scale and a turn about +z (the optimization may
 settle the object at any size and yaw). Colour: the palette entry nearest to the mean chromaticity
-of the mesh's vertex colours (the field's albedo). Janus: on a marked cube, how many of the four
+of the mesh's vertex colours (the field's albedo), where a "white" must also be light (a grey is
+not white); and how far the texture's mean colour is from the truth in CIE Lab (`colour`). Janus: on a marked cube, how many of the four
 side faces carry the mark (1 is right; 2 or more is the multi-face problem), counted after turning
 the mesh so its faces line up with the axes: score distillation leaves cubes at any yaw, and with
 the bundled prior mostly near 45 degrees, where a face-by-axis count would see no face. Counted
@@ -29,6 +30,7 @@ from ..export import ExportError, file_up_axis, from_up_axis
 from ..toyworld.classify import nearest_colour, same_shape
 from ..toyworld.scenes import sdf
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES
+from .colour import WHITE_MIN_LIGHTNESS, colour_difference, mean_texture_colour, srgb_to_lab, true_mean_albedo
 from .geometry import geometry_report, true_genus
 
 
@@ -47,6 +49,11 @@ class ToyEvaluation:
     significant_components: int | None = None  # pieces with at least 1% of the area
     surface_distance: float | None = None  # two-sided mean, world units, after the best similarity about +z
     normal_angle: float | None = None  # degrees, area-weighted mean against the true normals
+    # colour (eval.colour): the texture's area-weighted mean albedo against the true object's, in CIE Lab
+    mean_albedo: list[float] | None = None  # (r, g, b) in [0, 1]
+    delta_e: float | None = None  # CIE76
+    delta_lightness: float | None = None  # L* difference: negative = too dark
+    delta_chroma: float | None = None  # C* difference: positive = over-saturated
 
 
 @functools.lru_cache(maxsize=None)  # the same five point sets serve every evaluated mesh
@@ -133,7 +140,18 @@ def count_mark_views(mesh: trimesh.Trimesh, centre: np.ndarray, turn: np.ndarray
     return int(shows_mark(torch.stack(images)).sum())
 
 
-def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyEvaluation:
+def judged_colour(pixels: torch.Tensor, mean_albedo: np.ndarray) -> str:
+    """The palette name of a surface's colours (N, 3): the nearest mean chromaticity, except that a
+    "white" darker than WHITE_MIN_LIGHTNESS (L*) is "grey": chromaticity alone calls grey white."""
+    name = nearest_colour(pixels)
+    if name == "white" and srgb_to_lab(mean_albedo)[0] < WHITE_MIN_LIGHTNESS:
+        return "grey"
+    return name
+
+
+def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None, wanted_colour: str | None = None) -> ToyEvaluation:
+    """Shape, colour, marks and geometry of an exported asset; against the prompted shape and colour
+    when given (else the recognised ones)."""
     mesh_dir = Path(mesh_dir)
     ply = mesh_dir / "model.ply"
     if not ply.is_file():
@@ -147,7 +165,10 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
     pts = verts - centre
     distances = shape_distances(pts[np.random.default_rng(0).choice(len(pts), min(len(pts), 3000), replace=False)])
     shape = min(distances, key=distances.get)
-    colour = nearest_colour(torch.from_numpy(colours).float())
+    mean_albedo = mean_texture_colour(mesh_dir)
+    colour = judged_colour(torch.from_numpy(colours).float(), mean_albedo)
+    truth = true_mean_albedo(wanted_shape or shape, wanted_colour or (colour if colour in COLOURS else "white"))
+    diff = colour_difference(mean_albedo, np.array(truth))
     marked, yaw, views = None, None, None
     upright = trimesh.Trimesh(verts, mesh.faces, vertex_colors=mesh.visual.vertex_colors, process=False)  # +z up
     geometry = geometry_report(upright, wanted_shape or shape)
@@ -160,7 +181,8 @@ def evaluate_mesh(mesh_dir: str | Path, wanted_shape: str | None = None) -> ToyE
             views = count_mark_views(upright, centre, _turn(yaw))
     return ToyEvaluation(shape, colour, distances, marked, yaw, views, geometry.genus, geometry.watertight,
                          geometry.components, geometry.significant_components, geometry.surface_distance,
-                         geometry.normal_angle)
+                         geometry.normal_angle, [float(v) for v in mean_albedo], diff.delta_e, diff.delta_lightness,
+                         diff.delta_chroma)
 
 
 def parse_toy_prompt(prompt: str) -> tuple[str, str]:
