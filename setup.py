@@ -30,6 +30,7 @@ setup(
         "dreamfusion-check-prior = dreamfusion.cli.check_toy_prior:console_main",
         "dreamfusion-gallery = dreamfusion.cli.gallery:console_main",
         "dreamfusion-batch = dreamfusion.cli.batch:console_main",
+        "dreamfusion-fixed-point = dreamfusion.cli.fixed_point:console_main",
     ]},
     install_requires=[
         # torch is deliberately unpinned here; install the build for your machine first (README).

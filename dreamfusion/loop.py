@@ -4,7 +4,7 @@ fine DMTet stage (dmtet.config.FineTrainConfig) extend LoopConfig with their own
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .config import ConfigError, key_of, require_nonnegative, require_positive
@@ -45,6 +45,10 @@ class LoopConfig:
     # The networks' arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
     # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
     field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    # A factor on every learning rate of the stage. Adam takes steps of about the rate whatever the
+    # size of the gradient, so SDS's noise walks a finished asset away (the true cube turns to fog in
+    # 300 coarse steps at the full rate: scripts/fixed_point.py); decaying the rate lets it settle.
+    lr_scale: Schedule = field(default_factory=lambda: constant(1.0))
     max_nonfinite_in_a_row: int = 20
     checkpoint_every: int = 250
     validation_every: int = 100
@@ -53,6 +57,8 @@ class LoopConfig:
         for name in ("steps", "batch_size", "resolution", "checkpoint_every", "validation_every", "max_nonfinite_in_a_row"):
             require_positive(prefix, name, getattr(self, name))
         require_nonnegative(prefix, "ambient_only_steps", self.ambient_only_steps)
+        require_nonnegative(prefix, "lr_scale.start", self.lr_scale.start)
+        require_nonnegative(prefix, "lr_scale.end", self.lr_scale.end)
         for name in ("lambertian_prob", "textureless_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")

@@ -189,9 +189,9 @@ class Trainer:
         t = self.stage.loop
         start = time.perf_counter()
         self.rep.prepare_step(self.step, self.generator)
-        scales = self.rep.learning_rate_scales(self.step)
+        scales, decay = self.rep.learning_rate_scales(self.step), t.lr_scale(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr[group["name"]] * scales.get(group["name"], 1.0)
+            group["lr"] = self.base_lr[group["name"]] * scales.get(group["name"], 1.0) * decay
         cams = sample_cameras(self.stage.camera, t.batch_size, self.generator, device="cpu").to(self.device)
         lights = sample_lights(self.stage.light, cams.position.cpu(), self.generator).to(self.device)
         shading, ambient, diffuse = self._shading()

@@ -323,3 +323,20 @@ def test_export_and_video_commands_take_the_stage(prior, tmp_path):
     assert json.loads((ws / "coarse" / "mesh" / "export.json").read_text())["level"] > 0
     assert render_video.main(["--workspace", str(ws), "--frames", "2", "--resolution", "32", "--modes", "normal", "--quiet"]) == 0
     assert (ws / "video" / "turntable_normal.mp4").is_file()
+
+
+def test_a_soft_torus_keeps_its_hole_through_the_default_hand_over():
+    """The default recipe's hand-over (its resolution, closing, smoothing and starting solid) then
+    marching tetrahedra: a coarse torus as soft as an SDS-trained one comes out genus 1, one piece."""
+    from dreamfusion.dmtet.grid import tet_grid
+    from dreamfusion.dmtet.marching import marching_tets
+    from dreamfusion.run_config import load_run_config
+    from dreamfusion.toyworld.scenes import sdf
+
+    d = load_run_config(None, [], {"prompt": "a green torus"}).fine.dmtet
+    soft_torus = AnalyticField(lambda x: 60.0 * torch.sigmoid(-40.0 * sdf("torus", x)))
+    base = sdf_from_density(soft_torus, d.resolution, 1.0, d.init_close, d.init_smooth, solid=d.init_solid)
+    grid = tet_grid(d.resolution, 1.0)
+    m = marching_tets(grid.vertices, grid.tets, base)
+    topo = topology(trimesh.Trimesh(m.vertices.numpy(), m.faces.numpy(), process=False))
+    assert (topo.genus, topo.significant_components, topo.watertight) == (1, 1, True)

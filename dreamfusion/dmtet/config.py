@@ -29,6 +29,9 @@ class DMTetConfig:
     smooth_updates: float = 1.5
     deform: bool = True  # per-vertex offsets of the grid, at most half a cell (DMTet's deformation)
     texture: Literal["coarse", "hashgrid"] = "coarse"  # the colour field: the coarse NeRF's, or a fresh one
+    # The coarse albedo handed over clamped to this range on the starting surface (colour_handover.py):
+    # a channel saturated near 0 or 1 can no longer move, and the fine stage darkens the others. null: as is.
+    texture_range: tuple[float, float] | None = (0.05, 0.95)
     rasterizer: Literal["auto", "torch", "nvdiffrast"] = "auto"  # auto: nvdiffrast on CUDA when its probe passes
 
     def validate(self, prefix: str = "") -> None:
@@ -36,6 +39,9 @@ class DMTetConfig:
             raise ConfigError(f"{key_of(prefix, 'resolution')} must be within [8, 256], got {self.resolution}")
         for name in ("init_close", "init_smooth", "smooth_updates"):
             require_nonnegative(prefix, name, getattr(self, name))
+        if self.texture_range is not None and not 0.0 < self.texture_range[0] < self.texture_range[1] < 1.0:
+            raise ConfigError(f"{key_of(prefix, 'texture_range')} must be [low, high] with 0 < low < high < 1 "
+                              f"(or null), got {list(self.texture_range)}")
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""The colour hand-over: the coarse albedo, brought back to where the fine stage can still move it.
+
+The coarse NeRF's albedo is `sigmoid(head(h))`. Score distillation saturates it (a red cube's
+green and blue near 0.007, logits near -5), where the sigmoid's slope is under 1% of its peak.
+Copied as it is, the fine stage can move only the unsaturated channel, and the prior explains a
+red with no green or blue as a dark red: the red channel falls (0.92 -> 0.31, maroon, ΔE 57).
+Started from the same colour with its channels inside [0.05, 0.95], the fine stage brings it to
+the palette instead (ΔE 10.9 -> 0.8 in 300 steps; docs/toy-world.md, scripts/fixed_point.py).
+
+So the hand-over refits the albedo head, in closed form, so that on the starting surface it gives
+the coarse logits clamped to that range: a ridge regression of the clamped logits on the trunk's
+features, sampled at the surface and half a cell around it. Colours already inside the range are
+kept; the texture's pattern (a mark) stays, since the features are the coarse field's own.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+@torch.no_grad()
+def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float, high: float, ridge: float = 1e-3) -> float:
+    """Refit `colour.albedo_head` (a Linear on `colour.features`) so that at `points` (N, 3) it gives
+    the current logits clamped to [logit(low), logit(high)]. Returns the largest albedo change at
+    the points (0 when nothing was out of range)."""
+    if not 0.0 < low < high < 1.0:
+        raise ValueError(f"the albedo range must satisfy 0 < low < high < 1, got [{low}, {high}]")
+    head = colour.albedo_head
+    h = colour.features(points).float()  # (N, H)
+    logits = head(h)  # (N, 3)
+    target = logits.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
+    if torch.equal(target, logits):
+        return 0.0
+    a = torch.cat([h, torch.ones_like(h[:, :1])], 1)  # (N, H + 1): features and the bias
+    gram = a.T @ a + ridge * a.shape[0] * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
+    solution = torch.linalg.solve(gram, a.T @ target)  # (H + 1, 3)
+    head.weight.copy_(solution[:-1].T.to(head.weight.dtype))
+    head.bias.copy_(solution[-1].to(head.bias.dtype))
+    return float((torch.sigmoid(head(h)) - torch.sigmoid(logits)).abs().max())
+
+
+def surface_points(vertices: torch.Tensor, spread: float, copies: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The surface's vertices (V, 3) and `copies` jittered copies within `spread` of them: where the
+    fine stage reads its texture, and where it will move the surface."""
+    from ..utils import random
+
+    jitter = [(random.rand(vertices.shape, generator, vertices.device) * 2 - 1) * spread for _ in range(copies)]
+    return torch.cat([vertices, *(vertices + j for j in jitter)])
