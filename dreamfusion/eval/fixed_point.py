@@ -41,9 +41,12 @@ class FixedPointReport:
     after: dict[str, float]  # ... after `steps` steps of the stage's SDS
     drift: dict[str, float] = field(default_factory=dict)  # after - before (genus: the change)
     seconds: float = 0.0
+    error: str | None = None  # the stage lost its surface (nothing to judge after the steps)
 
     def failures(self, tolerances: dict[str, float] | None = None) -> list[str]:
         """What moved beyond the tolerances (absolute drift), and a changed genus, as sentences."""
+        if self.error is not None:
+            return [f"the stage lost the object: {self.error}"]
         tol = TOLERANCES if tolerances is None else tolerances
         out = [f"{k} drifted by {self.drift[k]:+.4g} (allowed ±{v:g})" for k, v in tol.items()
                if not abs(self.drift.get(k, 0.0)) <= v]  # NaN fails too
@@ -138,6 +141,8 @@ def run_fixed_point(cfg: RunConfig, stage: str, steps: int, out_dir: str | Path,
     run `steps` steps of its SDS from `start_step` (default: the stage's last `steps` steps) and
     report the judge's figures before and after. `guidance`: a prepared one to reuse (else loaded);
     `fit_steps`: of the regression that puts the truth into the representation."""
+    from ..dmtet.scene import EmptySurfaceError
+    from ..export import ExportError
     from ..guidance import make_guidance
     from ..stages import stage_guidance
     from ..train import Stage, Trainer
@@ -174,9 +179,12 @@ def run_fixed_point(cfg: RunConfig, stage: str, steps: int, out_dir: str | Path,
     trainer = Trainer(Stage(stage, rep, loop, cfg.camera, cfg.light, cfg.seed, {}), Workspace(out / "run"), device, guidance)
     trainer.step = start
     trainer.validate()  # the strip of the truth, beside the one at the end
-    trainer.run()
-    after = judge_representation(rep, cfg, out / "after", cfg.prompt)
+    try:
+        trainer.run()
+        after, error = judge_representation(rep, cfg, out / "after", cfg.prompt), None
+    except (ExportError, EmptySurfaceError) as err:  # the SDS emptied the field or the DMTet: a drift too
+        after, error = {}, str(err)
     drift = {k: float(after[k]) - float(before[k]) for k in MEASURES if after.get(k) is not None and before.get(k) is not None}
-    report = FixedPointReport(cfg.prompt, stage, start, steps, before, after, drift, time.perf_counter() - started)
+    report = FixedPointReport(cfg.prompt, stage, start, steps, before, after, drift, time.perf_counter() - started, error)
     (out / "fixed_point.json").write_text(json.dumps(asdict(report), indent=1), encoding="utf-8")
     return report
