@@ -104,3 +104,15 @@ def test_turntable_shows_the_exported_mesh_when_there_is_one(tmp_path, capsys, o
     assert f"(from the {source})" in capsys.readouterr().out
     assert sorted(p.name for p in ws.video_dir.iterdir()) == ["turntable_normal.mp4", "turntable_rgb.mp4"]
     assert ws.mesh_dir.is_dir() == ("export.mesh=false" not in overrides)
+
+
+def test_lr_scale_decays_every_rate_of_both_stages(tiny_prior, tmp_path):
+    """train.lr_scale / fine.train.lr_scale multiply every group's rate by their schedule at the step."""
+    ws = tmp_path / "ws"
+    decay = ["train.lr_scale={start: 1.0, end: 0.1, begin: 2, finish: 6}", "fine.train.lr_scale={start: 0.5, end: 0.5}"]
+    assert run(["--prompt", "a red cube", "--workspace", str(ws), "--quiet", "--no-export", *small(tiny_prior, 8, *decay)]) == 0
+    coarse = [json.loads(l) for l in (ws / "metrics.jsonl").read_text().splitlines()]
+    rates = [m["lr_encoding"] / 0.01 for m in coarse]  # the default train.lr_encoding
+    assert rates[:3] == pytest.approx([1.0, 1.0, 1.0]) and rates[4] == pytest.approx(0.55) and rates[6:] == pytest.approx([0.1, 0.1])
+    fine = [json.loads(l) for l in (ws / "fine" / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["lr_texture"] == pytest.approx(0.5e-3) and m["lr_sdf"] == pytest.approx(0.5e-3) for m in fine)
