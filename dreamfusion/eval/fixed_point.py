@@ -107,11 +107,11 @@ def true_fine_scene(cfg: RunConfig, shape: str, colour: str, device: torch.devic
     truth as its texture field (as the hand-over copies the coarse field)."""
     from ..dmtet.grid import tet_grid
     from ..dmtet.scene import DMTetScene
+    from ..field.nerf import NeRFField
     from ..render.background import Background
 
     if cfg.fine is None:
         raise ConfigError("this config has no fine: section, so it has no fine stage to check")
-    from ..field.nerf import NeRFField
 
     colour_field = NeRFField(cfg.field, device=device, seed=cfg.seed + 1)
     colour_field.blob_scale, colour_field.active_levels = 0.0, None  # as fine_scene_from_coarse reads it

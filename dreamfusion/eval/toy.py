@@ -4,10 +4,11 @@ Shape: the mesh is centred (bounding-box centre) and matched against every toy s
 symmetric Chamfer distance, minimised over a scale and a turn about +z (the optimization may
 settle the object at any size and yaw). Colour: the palette entry nearest to the mean chromaticity
 of the mesh's vertex colours (the field's albedo), where a "white" must also be light (a grey is
-not white); and how far the texture's mean colour is from the truth in CIE Lab (`colour`). Janus: on a marked cube, how many of the four
-side faces carry the mark (1 is right; 2 or more is the multi-face problem), counted after turning
-the mesh so its faces line up with the axes: score distillation leaves cubes at any yaw, and with
-the bundled prior mostly near 45 degrees, where a face-by-axis count would see no face. Counted
+not white); and how far the texture's mean colour is from the truth in CIE Lab (`colour`). Janus:
+on a marked cube, how many of the four side faces carry the mark (1 is right; 2 or more is the
+multi-face problem), counted after turning the mesh so its faces line up with the axes: score
+distillation leaves cubes at any yaw, and with the bundled prior mostly near 45 degrees, where a
+face-by-axis count would see no face. Counted
 twice: in the texture (white albedo on a face), and in renders of the file from the four faces
 (a light patch inside the body, as `shows_mark` sees the prior's samples), which also catches a
 "mark" carved as a dent or a hole the background shows through. Geometry (`geometry`): genus,
