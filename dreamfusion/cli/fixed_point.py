@@ -16,8 +16,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from ..config import ConfigError
-from ..eval.fixed_point import MEASURES, TOLERANCES, run_fixed_point
-from ..eval.toy import parse_toy_prompt
+from ..eval.fixed_point import MEASURES, TOLERANCES, run_fixed_point, toy_truth
 from ..run_config import load_run_config
 from ..utils.capabilities import resolve_device
 from .args import add_common_options, parse_or_exit_code
@@ -51,10 +50,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return args
     if args.tolerance_scale <= 0:
         raise ConfigError(f"--tolerance-scale must be positive, got {args.tolerance_scale}")
-    try:
-        parse_toy_prompt(args.prompt)
-    except ValueError as err:
-        raise ConfigError(f"{err}: the fixed-point check needs a toy-world prompt, whose true object is known") from None
+    toy_truth(args.prompt)  # refused before the prior is loaded
     if args.fit_steps <= 0:
         raise ConfigError(f"--fit-steps must be positive, got {args.fit_steps}")
     cfg = load_run_config(args.config, args.overrides, {"prompt": args.prompt.strip(), "seed": args.seed})

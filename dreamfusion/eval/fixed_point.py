@@ -57,6 +57,16 @@ class FixedPointReport:
 
 # ---- the true object in each representation ------------------------------------------------------
 
+def toy_truth(prompt: str) -> tuple[str, str]:
+    """(shape, colour) of a toy-world prompt; ConfigError for any other: only its truth is known."""
+    from .toy import parse_toy_prompt
+
+    try:
+        return parse_toy_prompt(prompt)
+    except ValueError as err:
+        raise ConfigError(f"{err}: the fixed-point check needs a toy-world prompt, whose true object is known") from None
+
+
 def fit_true_field(field_: torch.nn.Module, shape: str, colour: str, steps: int = 600, density: float = 60.0,
                    sharpness: float = 0.015, seed: int = 0, batch: int = 8192) -> float:
     """Regress a NeRFField onto the toy object: density `density` * sigmoid(-sdf / sharpness) (an
@@ -127,9 +137,9 @@ def true_fine_scene(cfg: RunConfig, shape: str, colour: str, device: torch.devic
 
 def judge_representation(rep: Representation, cfg: RunConfig, out_dir: Path, prompt: str) -> dict[str, float]:
     """Export the representation's mesh into out_dir and judge it against the true object."""
-    from .toy import evaluate_mesh, parse_toy_prompt
+    from .toy import evaluate_mesh
 
-    shape, colour = parse_toy_prompt(prompt)
+    shape, colour = toy_truth(prompt)
     rep.export_mesh(out_dir, cfg.mesh_export_config(), progress=False)
     result = asdict(evaluate_mesh(out_dir, shape, colour))
     return {k: result[k] for k in MEASURES}
@@ -147,15 +157,10 @@ def run_fixed_point(cfg: RunConfig, stage: str, steps: int, out_dir: str | Path,
     from ..stages import stage_guidance
     from ..train import Stage, Trainer
     from ..workspace import Workspace
-    from .toy import parse_toy_prompt
-
     started = time.perf_counter()
     if stage not in ("coarse", "fine"):
         raise ConfigError(f"--stage must be coarse or fine, got {stage!r}")
-    try:
-        shape, colour = parse_toy_prompt(cfg.prompt)
-    except ValueError as err:
-        raise ConfigError(f"{err}: the fixed-point check needs a toy-world prompt, whose true object is known") from None
+    shape, colour = toy_truth(cfg.prompt)
     device = torch.device(device)
     loop = cfg.train if stage == "coarse" else (cfg.fine.train if cfg.fine is not None else None)
     if loop is None:
