@@ -42,6 +42,10 @@ class LoopConfig:
     ambient_only_steps: int = 100  # warm-up: albedo lit by ambient light only
     lambertian_prob: float = 0.75  # after warm-up: shaded with this probability ...
     textureless_prob: float = 0.5  # ... of which textureless with this probability
+    # Whether lambertian renders teach colour too (DreamFusion: yes). A NeRF's density gradient is
+    # speckled at the hash grid's finer levels, and the prior explains speckled shading as a darker,
+    # duller albedo: with false, lit renders shape the geometry and only albedo renders the colour.
+    lit_colour_gradient: bool = True
     # The networks' arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
     # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
     field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"

@@ -93,11 +93,11 @@ class Scene(Representation):
 
     def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo",
                light_positions: torch.Tensor | None = None, ambient: float = 0.1, diffuse: float = 0.9,
-               generator: torch.Generator | None = None) -> RenderOutput:
+               generator: torch.Generator | None = None, albedo_grad: bool = True) -> RenderOutput:
         device_type = cameras.c2w.device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
             return self.renderer(cameras, height, width, shading=shading, light_positions=light_positions,
-                                 ambient=ambient, diffuse=diffuse, generator=generator)
+                                 ambient=ambient, diffuse=diffuse, generator=generator, albedo_grad=albedo_grad)
 
     def regularizers(self, out: RenderOutput) -> dict[str, torch.Tensor]:
         return nerf_regularizers(out)

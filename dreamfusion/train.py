@@ -196,7 +196,8 @@ class Trainer:
         lights = sample_lights(self.stage.light, cams.position.cpu(), self.generator).to(self.device)
         shading, ambient, diffuse = self._shading()
         out = self.rep.render(cams, t.resolution, t.resolution, shading=shading, light_positions=lights,
-                              ambient=ambient, diffuse=diffuse, generator=self.generator)
+                              ambient=ambient, diffuse=diffuse, generator=self.generator,
+                              albedo_grad=shading != "lambertian" or t.lit_colour_gradient)
         sds = self.guidance(out.rgb.float(), cams, step=self.step, generator=self.generator)
         terms = self.rep.regularizers(out)
         weights = {k: getattr(t, f"lambda_{k}")(self.step) for k in terms}

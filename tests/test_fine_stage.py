@@ -154,6 +154,25 @@ def target_views(mesh: trimesh.Trimesh, cams, res: int) -> tuple[torch.Tensor, t
     return out.opacity.detach(), out.normal.detach()
 
 
+def test_a_mesh_render_without_albedo_gradient_leaves_the_colour():
+    """The mesh renderer honours albedo_grad as the volume renderer does (train.lit_colour_gradient)."""
+    mesh = toy_cube_mesh()
+    v = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32).requires_grad_(True)
+    f = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
+    colour = torch.nn.Linear(3, 3)
+    full = lambda x: torch.full((2,), float(x))  # noqa: E731
+    cams = make_cameras(full(25.0), torch.tensor([20.0, 110.0]), full(2.2), full(45.0))
+    bg = Background(BackgroundConfig(type="solid", color=(0, 0, 0)))
+    for albedo_grad in (True, False):
+        colour.zero_grad(set_to_none=True)
+        v.grad = None
+        out = render_mesh(v, f, cams, 24, 24, lambda p: torch.sigmoid(colour(p)), bg, "lambertian", albedo_grad=albedo_grad)
+        out.rgb.square().mean().backward()
+        assert v.grad is not None and v.grad.abs().sum() > 0  # the geometry learns either way
+        taught = colour.weight.grad is not None and colour.weight.grad.abs().sum() > 0
+        assert taught == albedo_grad
+
+
 def test_a_dmtet_fits_renders_of_a_cube_on_the_cpu():
     """From a sphere's SDF, silhouette + normal-map losses on 4 views turn the DMTet into the toy cube:
     the silhouette IoU and the normal angle against the cube's renders both reach a box's."""

@@ -114,6 +114,25 @@ def test_gradients_reach_every_parameter_group():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
 
 
+def test_a_lit_render_without_albedo_gradient_shapes_the_density_and_leaves_the_colour():
+    """train.lit_colour_gradient false: a lambertian render's SDS reaches the density, not the albedo head."""
+    torch.manual_seed(0)
+    field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)
+    r = VolumeRenderer(field, Background(BackgroundConfig(type="solid")), RenderConfig(n_samples=32)).train()
+    cams = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(0))
+    lights = sample_lights(LightConfig(), cams.position)
+    grads = {}
+    for albedo_grad in (True, False):
+        field.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same jittered samples both times
+        out = r(cams, 16, 16, shading="lambertian", light_positions=lights, albedo_grad=albedo_grad)
+        out.rgb.square().mean().backward()
+        grads[albedo_grad] = (field.albedo_head.weight.grad, field.density_head.weight.grad.abs().sum())
+    assert grads[True][0] is not None and grads[True][0].abs().sum() > 0
+    assert grads[False][0] is None or grads[False][0].abs().sum() == 0
+    assert grads[False][1] > 0 and torch.isclose(grads[False][1], grads[True][1])  # the shape learns as before
+
+
 def test_predicted_normal_loss_decreases_when_trained_alone():
     torch.manual_seed(0)
     field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)

@@ -108,12 +108,12 @@ class DMTetScene(nn.Module, Representation):
 
     def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo",
                light_positions: torch.Tensor | None = None, ambient: float = 0.1, diffuse: float = 0.9,
-               generator: torch.Generator | None = None) -> RenderOutput:
+               generator: torch.Generator | None = None, albedo_grad: bool = True) -> RenderOutput:
         m = self.mesh()
         if m.faces.shape[0] == 0:
             raise EmptySurfaceError("the fine stage's surface vanished (the SDF has one sign everywhere)")
         return render_mesh(m.vertices, m.faces, cameras, height, width, self.albedo, self.background, shading,
-                           light_positions, ambient, diffuse, generator, self.raster)
+                           light_positions, ambient, diffuse, generator, self.raster, albedo_grad)
 
     def regularizers(self, out: RenderOutput) -> dict[str, torch.Tensor]:
         v, f = out.extras["vertices"], out.extras["faces"]

@@ -151,6 +151,7 @@ class VolumeRenderer(nn.Module):
         normals: NormalType | None,
         compute_normals: bool,
         generator: torch.Generator | None,
+        albedo_grad: bool = True,
     ) -> dict[str, torch.Tensor]:
         n_rays = origins.shape[0]
         jitter = self.training
@@ -175,7 +176,8 @@ class VolumeRenderer(nn.Module):
                 t - deltas / 2, t + deltas / 2, out.density, ray_indices=ray_idx, n_rays=n_rays
             )
         light = light_per_ray[ray_idx] if light_per_ray is not None else origins[ray_idx]
-        color = shade(shading, out.albedo, out.normal, pts, light, ambient, diffuse)
+        albedo = out.albedo if albedo_grad else out.albedo.detach()
+        color = shade(shading, albedo, out.normal, pts, light, ambient, diffuse)
 
         def accumulate(values: torch.Tensor) -> torch.Tensor:
             acc = torch.zeros(n_rays, values.shape[-1], device=values.device, dtype=values.dtype)
@@ -209,6 +211,7 @@ class VolumeRenderer(nn.Module):
         normals: NormalType | None = None,  # which normals (default: the field's normal_type)
         compute_normals: bool = True,  # False skips them (albedo shading only, no normal map)
         generator: torch.Generator | None = None,
+        albedo_grad: bool = True,  # False: the shaded colour takes the albedo as a constant
     ) -> RenderOutput:
         b = cameras.batch_size
         origins, dirs = generate_rays(cameras, height, width)  # (B, H, W, 3)
@@ -217,7 +220,7 @@ class VolumeRenderer(nn.Module):
         light_per_ray = None
         if light_positions is not None:
             light_per_ray = light_positions.view(b, 1, 3).expand(b, height * width, 3).reshape(-1, 3)
-        args = (shading, ambient, diffuse, normals, compute_normals, generator)
+        args = (shading, ambient, diffuse, normals, compute_normals, generator, albedo_grad)
         if torch.is_grad_enabled() or o.shape[0] <= self.cfg.eval_chunk:
             res = self.render_rays(o, d, light_per_ray, *args)
         else:
