@@ -31,6 +31,7 @@ setup(
         "dreamfusion-gallery = dreamfusion.cli.gallery:console_main",
         "dreamfusion-batch = dreamfusion.cli.batch:console_main",
         "dreamfusion-fixed-point = dreamfusion.cli.fixed_point:console_main",
+        "dreamfusion-colour-pull = dreamfusion.cli.colour_pull:console_main",
     ]},
     install_requires=[
         # torch is deliberately unpinned here; install the build for your machine first (README).

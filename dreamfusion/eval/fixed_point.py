@@ -64,7 +64,7 @@ def toy_truth(prompt: str) -> tuple[str, str]:
     try:
         return parse_toy_prompt(prompt)
     except ValueError as err:
-        raise ConfigError(f"{err}: the fixed-point check needs a toy-world prompt, whose true object is known") from None
+        raise ConfigError(f"{err}: checks against the truth need a toy-world prompt, whose true object is known") from None
 
 
 def fit_true_field(field_: torch.nn.Module, shape: str, colour: str, steps: int = 600, density: float = 60.0,

@@ -70,15 +70,21 @@ class ToyRenderConfig:
     march_steps: int = 40
 
 
-def render_object(
-    shape: str,
-    colour: str,
-    cameras: Cameras,
-    cfg: ToyRenderConfig,
-    light_cfg: LightConfig,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, R, R, 3) in [0, 1] and silhouettes (B, R, R) of one object seen by `cameras`."""
+@dataclass
+class TracedView:
+    """One batch of cameras traced into a toy object, at the supersampled resolution S = R * supersample."""
+
+    points: torch.Tensor  # (B*S*S, 3) where each ray stops (on the surface where `hit`)
+    hit: torch.Tensor  # (B*S*S,) bool
+    normals: torch.Tensor  # (B*S*S, 3) the SDF's unit normal at `points`
+    lights: torch.Tensor  # (B*S*S, 3) the light of each ray's camera
+    lit: torch.Tensor  # (B*S*S,) bool: lambertian (else albedo only), one draw per image
+    background: torch.Tensor  # (B*S*S, 3) one grey per image
+
+
+def trace_object(shape: str, cameras: Cameras, cfg: ToyRenderConfig, light_cfg: LightConfig,
+                 generator: torch.Generator) -> TracedView:
+    """Sphere-trace `shape` and draw each image's light, shading mode and background grey (in that order)."""
     b, res = cameras.batch_size, cfg.resolution * cfg.supersample
     origins, dirs = generate_rays(cameras, res, res)
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
@@ -90,19 +96,37 @@ def render_object(
     lights = sample_lights(light_cfg, cameras.position, generator)
     light_per_ray = lights.view(b, 1, 3).expand(b, res * res, 3).reshape(-1, 3)
     shaded = random.rand((b,), generator, p.device) < cfg.lambertian_prob
-    mode_per_ray = shaded.view(b, 1).expand(b, res * res).reshape(-1)
-    a = albedo(shape, colour, p)
-    n = _sdf_normal(shape, p)
-    lit = shade("lambertian", a, n, p, light_per_ray, light_cfg.ambient, light_cfg.diffuse)
-    color = torch.where(mode_per_ray.unsqueeze(-1), lit, a)
+    lit = shaded.view(b, 1).expand(b, res * res).reshape(-1)
     lo, hi = cfg.background_grey_range
     grey = lo + (hi - lo) * random.rand((b,), generator, p.device)
     bg = grey.view(b, 1).expand(b, res * res).reshape(-1, 1).expand(-1, 3)
-    img = torch.where(hit.unsqueeze(-1), color, bg).view(b, res, res, 3)
-    mask = hit.float().view(b, 1, res, res)
+    return TracedView(p, hit, _sdf_normal(shape, p), light_per_ray, lit, bg)
+
+
+def composite(view: TracedView, colour: torch.Tensor, cfg: ToyRenderConfig, batch: int) -> torch.Tensor:
+    """Surface colours (B*S*S, 3) over the background, box-filtered: images (B, R, R, 3) in [0, 1]."""
+    res = cfg.resolution * cfg.supersample
+    img = torch.where(view.hit.unsqueeze(-1), colour, view.background).view(batch, res, res, 3)
     img = F.avg_pool2d(img.permute(0, 3, 1, 2), cfg.supersample).permute(0, 2, 3, 1)
-    mask = F.avg_pool2d(mask, cfg.supersample)[:, 0]
-    return img.clamp(0, 1), mask
+    return img.clamp(0, 1)
+
+
+def render_object(
+    shape: str,
+    colour: str,
+    cameras: Cameras,
+    cfg: ToyRenderConfig,
+    light_cfg: LightConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, R, R, 3) in [0, 1] and silhouettes (B, R, R) of one object seen by `cameras`."""
+    b, res = cameras.batch_size, cfg.resolution * cfg.supersample
+    view = trace_object(shape, cameras, cfg, light_cfg, generator)
+    a = albedo(shape, colour, view.points)
+    lit = shade("lambertian", a, view.normals, view.points, view.lights, light_cfg.ambient, light_cfg.diffuse)
+    img = composite(view, torch.where(view.lit.unsqueeze(-1), lit, a), cfg, b)
+    mask = F.avg_pool2d(view.hit.float().view(b, 1, res, res), cfg.supersample)[:, 0]
+    return img, mask
 
 
 def render_random(

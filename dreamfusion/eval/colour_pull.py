@@ -1,0 +1,93 @@
+"""The prior's pull on colour alone: the true toy geometry, one free albedo, the run's SDS.
+
+The fixed-point check (fixed_point.py) moves a whole field; this isolates colour. Every step renders
+the true object exactly as the prior's training data does (toyworld/scenes.py: the same cameras,
+lights, shading mix, grey backgrounds and 2x supersampling) with one albedo (3 logits) as the only
+parameter, and applies the run's SDS to it. Where the albedo settles is what the prior, the guidance
+scale and the t range ask of a perfectly shaped object. Knobs that imitate a field's defects tell
+which defect moves colour: `normal_noise` perturbs the shading normals (a hash-grid NeRF's speckled
+density gradient), `opacity` makes the object partly transparent over the background (fog). It
+takes about a minute on a CPU, so it is the first thing to run on a colour complaint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cameras import CameraConfig, Cameras, sample_cameras
+from ..render.shading import LightConfig, shade
+from ..toyworld.scenes import ToyRenderConfig, TracedView, composite, trace_object
+from ..utils import random
+from .colour import colour_difference, true_mean_albedo
+
+
+@dataclass
+class ShadedGeometry:
+    """The true object's coverage and shading at the supersampled resolution, for any albedo."""
+
+    view: TracedView
+    intensity: torch.Tensor  # (B*S*S, 1): ambient + diffuse * lambert (lit renders), 1 (albedo renders)
+    cfg: ToyRenderConfig
+    batch: int
+
+    def image(self, albedo: torch.Tensor, opacity: float = 1.0) -> torch.Tensor:
+        """(B, R, R, 3) renders with one albedo (3,), composited and box-filtered as the toy renders are."""
+        colour = opacity * (self.intensity * albedo).clamp(0.0, 1.0) + (1.0 - opacity) * self.view.background
+        return composite(self.view, colour, self.cfg, self.batch)
+
+
+def shaded_geometry(shape: str, cameras: Cameras, cfg: ToyRenderConfig, light_cfg: LightConfig,
+                    generator: torch.Generator, normal_noise: float = 0.0) -> ShadedGeometry:
+    """The toy renders' own trace (same generator, same images), shaded with white albedo; the
+    shading normals optionally perturbed by Gaussian noise of std `normal_noise`."""
+    view = trace_object(shape, cameras, cfg, light_cfg, generator)
+    n = view.normals
+    if normal_noise > 0:
+        n = F.normalize(n + normal_noise * random.randn(n.shape, generator, n.device, n.dtype), dim=-1)
+    white = torch.ones_like(view.points)
+    lambert = shade("lambertian", white, n, view.points, view.lights, light_cfg.ambient, light_cfg.diffuse)[:, :1]
+    intensity = torch.where(view.lit.unsqueeze(-1), lambert, torch.ones_like(lambert))
+    return ShadedGeometry(view, intensity, cfg, cameras.batch_size)
+
+
+@dataclass
+class ColourPull:
+    prompt: str
+    start: list[float]
+    final: list[float]  # the albedo averaged over the last quarter of the steps
+    truth: list[float]
+    delta_e_start: float
+    delta_e: float
+    delta_lightness: float
+    delta_chroma: float
+
+
+def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: LightConfig,
+                start: tuple[float, float, float] | None = None, steps: int = 300, batch_size: int = 2,
+                lr: float = 0.03, lambertian_prob: float = 0.75, normal_noise: float = 0.0,
+                opacity: float = 1.0, seed: int = 0) -> ColourPull:
+    """Run SDS on the albedo of the true `shape` (from `start`, default the palette colour) and
+    report where it settles against the palette. `guidance` must be prepared with the prompt."""
+    gen = torch.Generator().manual_seed(seed)
+    truth = np.asarray(true_mean_albedo(shape, colour))
+    begin = truth if start is None else np.asarray(start, dtype=np.float64)
+    logit = torch.logit(torch.tensor(begin, dtype=torch.float32).clamp(0.01, 0.99)).requires_grad_(True)
+    opt = torch.optim.Adam([logit], lr=lr)
+    cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob)
+    history = []
+    for step in range(steps):
+        cams = sample_cameras(camera, batch_size, gen)
+        geometry = shaded_geometry(shape, cams, cfg, light, gen, normal_noise)
+        out = guidance(geometry.image(torch.sigmoid(logit), opacity), cams, step=step, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        history.append(torch.sigmoid(logit).detach())
+    final = torch.stack(history[-max(1, steps // 4):]).mean(0).double().numpy()
+    diff = colour_difference(final, truth)
+    return ColourPull(guidance.prompt or "", [round(float(v), 4) for v in begin], [round(float(v), 4) for v in final],
+                      [round(float(v), 4) for v in truth], round(colour_difference(begin, truth).delta_e, 3),
+                      round(diff.delta_e, 3), round(diff.delta_lightness, 3), round(diff.delta_chroma, 3))

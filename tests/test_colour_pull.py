@@ -1,0 +1,44 @@
+"""The colour pull (eval/colour_pull.py): the true geometry with one free albedo, scored by the run's
+SDS. Its renders are the prior's training renders, and it tells matched shading from mismatched."""
+import json
+
+import pytest
+import torch
+
+from dreamfusion.cameras import sample_cameras
+from dreamfusion.cli.colour_pull import main as colour_pull_main
+from dreamfusion.cli.errors import run_cli
+from dreamfusion.eval.colour_pull import shaded_geometry
+from dreamfusion.toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS
+from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object
+from dreamfusion.toyworld.vocabulary import COLOURS
+
+FAST = ["--steps", "60", "--lr", "0.1", "--lambertian-prob", "1.0", "guidance.embedding_cache=null"]
+DARK_LIGHT = ["light.ambient=0.3", "light.diffuse=0.0"]  # every lit render 0.3 x the albedo: far darker than the prior's
+
+
+@pytest.mark.parametrize("shape,colour", [("sphere", "blue"), ("cube", "red"), ("torus", "green")])
+def test_the_pull_renders_exactly_what_the_prior_was_trained_on(shape, colour):
+    cams = sample_cameras(TOY_CAMERAS, 4, torch.Generator().manual_seed(3))
+    cfg = ToyRenderConfig(resolution=16, lambertian_prob=0.5)
+    truth, _ = render_object(shape, colour, cams, cfg, TOY_LIGHTS, torch.Generator().manual_seed(7))
+    ours = shaded_geometry(shape, cams, cfg, TOY_LIGHTS, torch.Generator().manual_seed(7)).image(torch.tensor(COLOURS[colour]))
+    assert (ours - truth).abs().max() < 1e-5
+
+
+def test_dim_shading_pulls_the_colour_away_and_the_command_says_so(capsys):
+    matched_code = colour_pull_main(["--prompt", "a red cube", *FAST])
+    matched = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    dim_code = colour_pull_main(["--prompt", "a red cube", *FAST, *DARK_LIGHT])
+    captured = capsys.readouterr()
+    dim = json.loads(captured.out.strip().splitlines()[-1])
+    # the prior sees a dim red cube and brightens and saturates its albedo (ΔE 18 against 2 matched)
+    assert dim["delta_lightness"] > matched["delta_lightness"] + 4.0 and dim["delta_e"] > matched["delta_e"] + 8.0
+    assert dim_code == 1 and not dim["settled"] and "settles ΔE" in captured.err
+    assert matched_code == (0 if matched["settled"] else 1)
+
+
+def test_a_bad_start_colour_is_one_sentence(capsys):
+    assert run_cli(colour_pull_main, ["--prompt", "a red cube", "--start", "red"], prog="colour_pull") == 2
+    err = capsys.readouterr().err
+    assert "--start must be palette, grey or three numbers" in err and "Traceback" not in err
