@@ -148,3 +148,20 @@ def test_predicted_normal_loss_decreases_when_trained_alone():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_initial_albedo_sets_the_grey_a_field_starts_from():
+    from dreamfusion.config import ConfigError
+
+    x = torch.rand(512, 3) * 2 - 1
+    for grey in (None, 0.8):
+        field = NeRFField(FieldConfig(encoding=SMALL_GRID, initial_albedo=grey), seed=0)
+        with torch.no_grad():
+            albedo = field(x).albedo
+        assert abs(albedo.mean().item() - (0.5 if grey is None else grey)) < 0.08
+    try:
+        FieldConfig(initial_albedo=1.0).validate("field")
+    except ConfigError as err:
+        assert "field.initial_albedo" in str(err)
+    else:
+        raise AssertionError("initial_albedo 1.0 was accepted")

@@ -8,6 +8,7 @@ normalised density gradient, by autograd), central finite differences, or the pr
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +39,10 @@ class FieldConfig:
     density_bias: float = -5.0
     normal_type: NormalType = "analytic"
     finite_difference_eps: float = 1e-2
+    # The albedo the field starts with (the albedo head's bias; null: ~0.5 grey, the heads' default
+    # init). On the latent toy path a mid-grey start is a fixed point for "a white ...": lit white
+    # and unlit grey look alike to it (scripts/colour_pull.py --start grey), a light start is not.
+    initial_albedo: float | None = None
 
     def validate(self, prefix: str = "") -> None:
         require_positive(prefix, "hidden_dim", self.hidden_dim)
@@ -45,6 +50,8 @@ class FieldConfig:
         require_positive(prefix, "bound", self.bound)
         require_positive(prefix, "blob_radius", self.blob_radius)
         require_positive(prefix, "finite_difference_eps", self.finite_difference_eps)
+        if self.initial_albedo is not None and not 0.0 < self.initial_albedo < 1.0:
+            raise ConfigError(f"{key_of(prefix, 'initial_albedo')} must be in (0, 1) or null, got {self.initial_albedo}")
         if self.blob_density < 0:
             raise ConfigError(f"{key_of(prefix, 'blob_density')} must be >= 0, got {self.blob_density}")
 
@@ -83,6 +90,9 @@ class NeRFField(nn.Module):
         self.trunk = mlp(feat, cfg.hidden_dim, cfg.hidden_dim, cfg.n_hidden_layers)
         self.density_head = nn.Linear(cfg.hidden_dim, 1)
         self.albedo_head = nn.Linear(cfg.hidden_dim, 3)
+        if cfg.initial_albedo is not None:
+            with torch.no_grad():
+                self.albedo_head.bias.fill_(math.log(cfg.initial_albedo / (1.0 - cfg.initial_albedo)))
         self.normal_head = nn.Linear(cfg.hidden_dim, 3)
         self.blob_scale = 1.0  # multiplies the blob; a schedule may fade it during a run
         self.active_levels: int | None = None  # progressive training: finer hash-grid levels masked out
