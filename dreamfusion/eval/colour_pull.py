@@ -7,7 +7,7 @@ parameter, and applies the run's SDS to it. Where the albedo settles is what the
 scale and the t range ask of a perfectly shaped object. Knobs that imitate a field's defects tell
 which defect moves colour: `normal_noise` perturbs the shading normals (a hash-grid NeRF's speckled
 density gradient), `opacity` makes the object partly transparent over the background (fog). It
-takes about a minute on a CPU, so it is the first thing to run on a colour complaint.
+takes a minute or two on a CPU, so it is the first thing to run on a colour complaint.
 """
 from __future__ import annotations
 
