@@ -31,12 +31,11 @@ class ShadedGeometry:
     view: TracedView
     intensity: torch.Tensor  # (B*S*S, 1): ambient + diffuse * lambert (lit renders), 1 (albedo renders)
     cfg: ToyRenderConfig
-    batch: int
 
     def image(self, albedo: torch.Tensor, opacity: float = 1.0) -> torch.Tensor:
         """(B, R, R, 3) renders with one albedo (3,), composited and box-filtered as the toy renders are."""
         colour = opacity * (self.intensity * albedo).clamp(0.0, 1.0) + (1.0 - opacity) * self.view.background
-        return composite(self.view, colour, self.cfg, self.batch)
+        return composite(self.view, colour, self.cfg)
 
 
 def shaded_geometry(shape: str, cameras: Cameras, cfg: ToyRenderConfig, light_cfg: LightConfig,
@@ -50,7 +49,7 @@ def shaded_geometry(shape: str, cameras: Cameras, cfg: ToyRenderConfig, light_cf
     white = torch.ones_like(view.points)
     lambert = shade("lambertian", white, n, view.points, view.lights, light_cfg.ambient, light_cfg.diffuse)[:, :1]
     intensity = torch.where(view.lit.unsqueeze(-1), lambert, torch.ones_like(lambert))
-    return ShadedGeometry(view, intensity, cfg, cameras.batch_size)
+    return ShadedGeometry(view, intensity, cfg)
 
 
 @dataclass

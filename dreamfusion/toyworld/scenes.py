@@ -103,10 +103,10 @@ def trace_object(shape: str, cameras: Cameras, cfg: ToyRenderConfig, light_cfg: 
     return TracedView(p, hit, _sdf_normal(shape, p), light_per_ray, lit, bg)
 
 
-def composite(view: TracedView, colour: torch.Tensor, cfg: ToyRenderConfig, batch: int) -> torch.Tensor:
+def composite(view: TracedView, colour: torch.Tensor, cfg: ToyRenderConfig) -> torch.Tensor:
     """Surface colours (B*S*S, 3) over the background, box-filtered: images (B, R, R, 3) in [0, 1]."""
     res = cfg.resolution * cfg.supersample
-    img = torch.where(view.hit.unsqueeze(-1), colour, view.background).view(batch, res, res, 3)
+    img = torch.where(view.hit.unsqueeze(-1), colour, view.background).view(-1, res, res, 3)
     img = F.avg_pool2d(img.permute(0, 3, 1, 2), cfg.supersample).permute(0, 2, 3, 1)
     return img.clamp(0, 1)
 
@@ -124,7 +124,7 @@ def render_object(
     view = trace_object(shape, cameras, cfg, light_cfg, generator)
     a = albedo(shape, colour, view.points)
     lit = shade("lambertian", a, view.normals, view.points, view.lights, light_cfg.ambient, light_cfg.diffuse)
-    img = composite(view, torch.where(view.lit.unsqueeze(-1), lit, a), cfg, b)
+    img = composite(view, torch.where(view.lit.unsqueeze(-1), lit, a), cfg)
     mask = F.avg_pool2d(view.hit.float().view(b, 1, res, res), cfg.supersample)[:, 0]
     return img, mask
 
