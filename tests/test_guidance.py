@@ -86,7 +86,7 @@ def direct_grad(guidance, x, cameras, t, noise):
     cond = select_embeddings(emb, cameras.elevation, cameras.azimuth, guidance.cfg.view_prompt)
     uncond = emb.uncond.expand_as(cond)
     labels = camera_features(cameras.elevation, cameras.azimuth, guidance.cfg.camera_conditioning) if guidance.camera_input else None
-    a = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+    a = guidance.schedule.signal[t].view(-1, 1, 1, 1) ** 2  # alpha_bar_t
     x_t = a.sqrt() * x + (1 - a).sqrt() * noise
     with torch.no_grad():
         e_u = guidance.unet_fn(x_t, t, uncond, labels)[:, : x.shape[1]]
@@ -136,9 +136,10 @@ def test_timesteps_range_and_schedule():
 
 def test_weightings():
     ab = torch.tensor([0.25, 0.81])
-    assert torch.allclose(sds_weight(ab, "sds"), 1 - ab)
-    assert torch.allclose(sds_weight(ab, "uniform"), torch.ones(2))
-    assert torch.allclose(sds_weight(ab, "fantasia3d"), ab.sqrt() * (1 - ab))
+    signal, noise = ab.sqrt(), (1 - ab).sqrt()
+    assert torch.allclose(sds_weight(signal, noise, "sds"), 1 - ab)
+    assert torch.allclose(sds_weight(signal, noise, "uniform"), torch.ones(2))
+    assert torch.allclose(sds_weight(signal, noise, "fantasia3d"), ab.sqrt() * (1 - ab))
 
 
 def _fake_unet(x_t, t, emb, labels):  # eps depends on x_t, t, and the embedding

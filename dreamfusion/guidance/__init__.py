@@ -13,9 +13,10 @@ The interface every backend shares::
 * `step`: the optimisation step, for the t_max schedule; `generator`: the run's seeded generator.
 * returns `SDSOutput(loss, t, t_frac, grad_norm, weight, grad, nonfinite)` (sds.py).
 
-Backends: `StableDiffusionGuidance` (type "latent", any SD 1.x/2.x checkpoint) and `PixelGuidance`
-(type "pixel": DeepFloyd IF stage I, or the bundled prior). Both are thin adapters: the SDS math
-is `sds.score_distillation`, used by both.
+Backends: `StableDiffusionGuidance` (type "latent", any SD 1.x/2.x checkpoint), `PixelGuidance`
+(type "pixel": DeepFloyd IF stage I, or the bundled prior) and `StableDiffusion3Guidance` (type
+"flow": Stable Diffusion 3.x, a rectified-flow model). All are thin adapters: the SDS math is
+`sds.score_distillation` with the model's `schedule.NoiseSchedule`, used by all.
 """
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ from ..utils.capabilities import resolve_device
 from .base import DiffusionGuidance
 from .camera_conditioning import CAMERA_FEATURE_DIM, camera_feature_dim, camera_features, camera_harmonics, is_camera_conditioned
 from .config import DEFAULT_GUIDANCE_SCALE, GuidanceConfig
+from .flow import StableDiffusion3Guidance
 from .latent import StableDiffusionGuidance
 from .loading import ModelLoadError
 from .pixel import PixelGuidance
 from .prompts import EmbeddingCache, PromptEmbeddings, view_prompt
+from .schedule import NoiseSchedule
 from .sds import SDSOutput, score_distillation
 
 Guidance = DiffusionGuidance
@@ -38,8 +41,8 @@ def make_guidance(cfg: GuidanceConfig, device: torch.device | str = "auto") -> G
     """Load the configured prior on `device` ('auto', 'cpu', 'cuda', or a torch.device)."""
     cfg.validate("guidance")
     device = resolve_device(device) if isinstance(device, str) else device
-    cls = StableDiffusionGuidance if cfg.type == "latent" else PixelGuidance
-    return cls.from_pretrained(cfg, device)
+    backends = {"latent": StableDiffusionGuidance, "pixel": PixelGuidance, "flow": StableDiffusion3Guidance}
+    return backends[cfg.type].from_pretrained(cfg, device)
 
 
 __all__ = [
@@ -50,9 +53,11 @@ __all__ = [
     "Guidance",
     "GuidanceConfig",
     "ModelLoadError",
+    "NoiseSchedule",
     "PixelGuidance",
     "PromptEmbeddings",
     "SDSOutput",
+    "StableDiffusion3Guidance",
     "StableDiffusionGuidance",
     "camera_feature_dim",
     "camera_features",

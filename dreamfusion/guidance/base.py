@@ -24,6 +24,7 @@ from .prompts import (
     prompt_texts,
     select_embeddings,
 )
+from .schedule import NoiseSchedule
 from .sds import SDSOutput, sample_timesteps, score_distillation
 
 TextLoader = Callable[[], tuple[Any, torch.nn.Module]]  # () -> (tokenizer, frozen text encoder on the device)
@@ -60,9 +61,8 @@ class DiffusionGuidance:
         self.device = torch.device(device)
         self.unet = unet
         self.dtype = next(unet.parameters()).dtype
-        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)  # (T,)
-        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
-        self.prediction_type = scheduler.config.prediction_type
+        self.schedule = NoiseSchedule.from_scheduler(scheduler).to(self.device)  # DDPM's or a flow's
+        self.num_train_timesteps = self.schedule.num_train_timesteps
         self.camera_harmonics = camera_harmonics(unet.config)  # None, or K: the U-Net takes class_labels (B, 5 + 2 (K - 1))
         self.camera_input = self.camera_harmonics is not None
         self.model_id = model_id or cfg.model
@@ -102,7 +102,12 @@ class DiffusionGuidance:
 
     @property
     def resolution(self) -> int:
-        """Side of the square image the prior scores; renders are resized to it."""
+        """Side of the square image the prior scores; renders are resized to it (guidance.resolution,
+        else the size the model was trained at)."""
+        return self.cfg.resolution or self.native_resolution
+
+    @property
+    def native_resolution(self) -> int:
         raise NotImplementedError
 
     @property
@@ -156,9 +161,9 @@ class DiffusionGuidance:
             camera_features(elevation, azimuth, cfg.camera_conditioning, self.camera_harmonics) if self.camera_input else None
         )
         return score_distillation(
-            x, self.unet_fn, self.alphas_cumprod, uncond, cond, t.to(self.device), cfg.scale,
+            x, self.unet_fn, self.schedule, uncond, cond, t.to(self.device), cfg.scale,
             cond_weights=weights, class_labels=labels, weighting=cfg.weighting, grad_clip=cfg.grad_clip,
-            prediction_type=self.prediction_type, noise=noise, generator=generator,
+            noise=noise, generator=generator,
         )
 
     def with_config(self, cfg: GuidanceConfig) -> "DiffusionGuidance":

@@ -9,15 +9,17 @@ import torch
 from ..config import ConfigError, key_of
 
 # Recipe defaults for the CFG scale when `guidance_scale` is left unset: DreamFusion/stable-dreamfusion
-# use 100 with Stable Diffusion, threestudio uses 20 with DeepFloyd IF.
-DEFAULT_GUIDANCE_SCALE = {"latent": 100.0, "pixel": 20.0}
+# use 100 with Stable Diffusion, threestudio uses 20 with DeepFloyd IF. For Stable Diffusion 3 (flow)
+# no peer has a tuned value; 30 is a starting point, not a measured one.
+DEFAULT_GUIDANCE_SCALE = {"latent": 100.0, "pixel": 20.0, "flow": 30.0}
 
 
 @dataclass
 class GuidanceConfig:
-    type: Literal["pixel", "latent"] = "pixel"
+    type: Literal["pixel", "latent", "flow"] = "pixel"  # flow: Stable Diffusion 3.x (rectified flow)
     model: str = ""  # Hub id or local diffusers folder
-    guidance_scale: float | None = None  # None: 100 for latent (SD), 20 for pixel (IF)
+    guidance_scale: float | None = None  # None: 100 for latent (SD), 20 for pixel (IF), 30 for flow (SD3)
+    resolution: int | None = None  # side the renders are resized to for the prior; None: the model's own
     t_range: tuple[float, float] = (0.02, 0.98)  # fractions of the training timesteps
     t_max_schedule: tuple[float, int] | None = None  # (final t_max, steps): lower t_max linearly over the run
     weighting: Literal["sds", "uniform", "fantasia3d"] = "sds"
@@ -40,6 +42,9 @@ class GuidanceConfig:
     def validate(self, prefix: str = "") -> None:
         if self.guidance_scale is not None and self.guidance_scale < 0:
             raise ConfigError(f"{key_of(prefix, 'guidance_scale')} must be >= 0, got {self.guidance_scale}")
+        if self.resolution is not None and (self.resolution <= 0 or self.resolution % 16):
+            raise ConfigError(f"{key_of(prefix, 'resolution')} must be a positive multiple of 16 (or null: the model's own), "
+                              f"got {self.resolution}")
         t_min, t_max = self.t_range
         if not (0.0 < t_min < 1.0 and 0.0 < t_max < 1.0):
             raise ConfigError(f"{key_of(prefix, 't_range')} must lie inside (0, 1), got {list(self.t_range)}")

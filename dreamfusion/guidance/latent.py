@@ -43,7 +43,7 @@ class StableDiffusionGuidance(DiffusionGuidance):
         return cls(cfg, unet, vae, scheduler, device, text_loader, info.source)
 
     @property
-    def resolution(self) -> int:
+    def native_resolution(self) -> int:
         return _sample_size(self.unet.config) * self.vae_scale_factor
 
     def encode_render(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

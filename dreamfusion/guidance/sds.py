@@ -3,8 +3,11 @@
 DreamFusion (arXiv 2209.14988, eq. 3): for an image x = g(theta) the prior does not score,
 
     grad_theta L_SDS = E_{t, eps} [ w(t) (eps_hat(x_t; y, t) - eps) dx/dtheta ],
-    x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps,
+    x_t = signal_t x + noise_t eps,
 
+with (signal, noise) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for DDPM priors and (1 - sigma_t,
+sigma_t) for rectified-flow priors (schedule.py, which also turns every kind of model output into
+eps_hat)
 where eps_hat is the classifier-free-guided noise prediction. The U-Net Jacobian is dropped, so the
 U-Net runs under `no_grad` and the gradient is injected into x through the surrogate
 
@@ -12,7 +15,7 @@ U-Net runs under `no_grad` and the gradient is injected into x through the surro
 
 A backend only has to turn the render into x (a VAE latent, or resized pixels in [-1, 1]) and
 provide a `UNetFn`; timesteps, noising, CFG (plain or Perp-Neg), w(t), clipping and the loss live
-here, once.
+here, once, for every schedule.
 """
 from __future__ import annotations
 
@@ -23,10 +26,12 @@ import torch
 
 from ..utils import random
 
-Weighting = Literal["sds", "uniform", "fantasia3d"]
-PredictionType = Literal["epsilon", "v_prediction", "sample"]
+from .schedule import NoiseSchedule, PredictionType
 
-# (x_t (N, C, h, w), t (N,) long, text embeddings (N, L, D), class labels (N, F) or None) -> model output (N, C', h, w)
+Weighting = Literal["sds", "uniform", "fantasia3d"]
+
+# (x_t (N, C, h, w), the model's time (N,) (the index t, or sigma * T for a flow), text embeddings
+# (N, L, D), class labels (N, F) or None) -> model output (N, C', h, w)
 UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
@@ -82,33 +87,17 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
 
 # ---- pieces of the formula ---------------------------------------------------------------------
 
-def sds_weight(alpha_bar: torch.Tensor, weighting: Weighting) -> torch.Tensor:
-    """w(t) per sample (B,): `sds` = 1 - alpha_bar (= sigma_t^2, DreamFusion / stable-dreamfusion),
-    `uniform` = 1, `fantasia3d` = sqrt(alpha_bar) (1 - alpha_bar) (threestudio's name)."""
+def sds_weight(signal: torch.Tensor, noise: torch.Tensor, weighting: Weighting) -> torch.Tensor:
+    """w(t) per sample (B,) from the schedule's coefficients at t: `sds` = noise^2 (1 - alpha_bar,
+    DreamFusion / stable-dreamfusion; sigma^2 on a flow's path), `uniform` = 1, `fantasia3d` =
+    signal noise^2 (threestudio's name)."""
     if weighting == "sds":
-        return 1.0 - alpha_bar
+        return noise**2
     if weighting == "uniform":
-        return torch.ones_like(alpha_bar)
+        return torch.ones_like(noise)
     if weighting == "fantasia3d":
-        return alpha_bar.sqrt() * (1.0 - alpha_bar)
+        return signal * noise**2
     raise ValueError(f"unknown SDS weighting {weighting!r}; use 'sds', 'uniform' or 'fantasia3d'")
-
-
-def to_epsilon(pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: PredictionType) -> torch.Tensor:
-    """Convert a model output to a noise prediction, so v-prediction checkpoints (SD 2.x 768) work too.
-
-    pred, x_t: (N, C, h, w); alpha_bar: (N,). A learned-variance output (IF: 2C channels) keeps its first C.
-    """
-    if pred.shape[1] == 2 * x_t.shape[1]:
-        pred = pred[:, : x_t.shape[1]]
-    if prediction_type == "epsilon":
-        return pred
-    a = alpha_bar.view(-1, 1, 1, 1).to(pred.dtype)
-    if prediction_type == "v_prediction":
-        return a.sqrt() * pred + (1.0 - a).sqrt() * x_t
-    if prediction_type == "sample":
-        return (x_t - a.sqrt() * pred) / (1.0 - a).sqrt()
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
 def perpendicular(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -159,7 +148,7 @@ def sds_surrogate_loss(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 def score_distillation(
     x: torch.Tensor,
     unet_fn: UNetFn,
-    alphas_cumprod: torch.Tensor,
+    schedule: NoiseSchedule | torch.Tensor,
     uncond_embeddings: torch.Tensor,
     cond_embeddings: torch.Tensor,
     t: torch.Tensor,
@@ -174,45 +163,46 @@ def score_distillation(
 ) -> SDSOutput:
     """One SDS step on x (B, C, h, w), which carries the gradient back to the render.
 
+    schedule: a NoiseSchedule, or a DDPM alphas_cumprod (T,) read with `prediction_type`;
     uncond_embeddings: (B, L, D) (negative prompt or empty text); cond_embeddings: (K, B, L, D);
     t: (B,) long; class_labels: (B, F) camera features or None, given to every branch;
     noise: (B, C, h, w) or None to draw it from `generator`.
     The U-Net runs once on the batch [uncond, cond_1 .. cond_K] of (1 + K) B samples, without grad.
     """
+    if not isinstance(schedule, NoiseSchedule):
+        schedule = NoiseSchedule.variance_preserving(schedule, prediction_type)
+    schedule = schedule.to(x.device)
     B = x.shape[0]
     K = cond_embeddings.shape[0]
-    alphas_cumprod = alphas_cumprod.to(x.device)
-    alpha_bar = alphas_cumprod[t].float()  # (B,)
+    signal, sigma = schedule.coefficients(t)  # (B,) each
     if noise is None:
         noise = randn_like(x, generator)
     with torch.no_grad():
-        a = alpha_bar.view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x.detach().float() + (1.0 - a).sqrt() * noise.float()  # (B, C, h, w)
+        x_t = signal.view(-1, 1, 1, 1) * x.detach().float() + sigma.view(-1, 1, 1, 1) * noise.float()  # (B, C, h, w)
         n = 1 + K
         x_in = x_t.to(x.dtype).repeat(n, 1, 1, 1)  # ((1+K) B, C, h, w)
         t_in = t.repeat(n)
         emb = torch.cat([uncond_embeddings.unsqueeze(0), cond_embeddings], dim=0).flatten(0, 1)  # ((1+K) B, L, D)
         labels = class_labels.repeat(n, 1) if class_labels is not None else None
-        pred = unet_fn(x_in, t_in, emb, labels)
-        eps = to_epsilon(pred.float(), x_t.repeat(n, 1, 1, 1), alpha_bar.repeat(n), prediction_type)
+        model_time = t_in if schedule.prediction_type != "flow" else schedule.model_time[t_in]
+        pred = unet_fn(x_in, model_time, emb, labels)
+        eps = schedule.to_epsilon(pred.float(), x_t.repeat(n, 1, 1, 1), t_in)
         eps = eps.view(n, B, *eps.shape[1:])
         eps_hat = guided_noise(eps[0], eps[1:], guidance_scale, cond_weights)  # (B, C, h, w)
 
-        weight = sds_weight(alpha_bar, weighting)  # (B,)
+        weight = sds_weight(signal, sigma, weighting)  # (B,)
         grad = weight.view(-1, 1, 1, 1) * (eps_hat - noise.float())
         if grad_clip is not None:
             grad = grad.clamp(-grad_clip, grad_clip)
         nonfinite = (~torch.isfinite(grad)).sum()  # stays on the device: no sync per step
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # never let NaN/inf reach the field
     loss = sds_surrogate_loss(x, grad)
-    num_train = alphas_cumprod.shape[0]
     return SDSOutput(
         loss=loss,
         t=t,
-        t_frac=t.float() / num_train,
+        t_frac=t.float() / schedule.num_train_timesteps,
         grad_norm=grad.norm().detach(),
         weight=weight.detach(),
         grad=grad.detach(),
         nonfinite=nonfinite,
     )
-

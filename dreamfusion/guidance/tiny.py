@@ -3,6 +3,7 @@
 They take exactly the `from_pretrained` path a real checkpoint takes, so tests exercise the loading,
 prompt and SDS code end to end in a second, without downloading anything. The pixel folder also
 documents the bundled prior's layout: unet/, scheduler/, text_encoder/ (CLIPTextModel), tokenizer/.
+`save_tiny_sd3_model` is Stable Diffusion 3's pipeline (MM-DiT, flow matching, three text encoders).
 `save_tiny_if_model` is DeepFloyd IF stage I's layout and architecture in miniature: a T5 encoder
 whose tokenizer is a real sentencepiece model (spiece.model, trained here on a few sentences), so
 IF's tokenizer path (sentencepiece + protobuf) is exercised exactly as the Hub's folder is loaded.
@@ -227,4 +228,43 @@ def save_tiny_pixel_model(
     encoder.save_pretrained(str(folder / "text_encoder"))
     tokenizer.save_pretrained(str(folder / "tokenizer"))
     DDPMScheduler(beta_schedule="squaredcos_cap_v2").save_pretrained(str(folder / "scheduler"))
+    return folder
+
+
+def save_tiny_sd3_model(folder: str | Path, sample_size: int = 8, seed: int = 0) -> Path:
+    """A Stable-Diffusion-3-shaped pipeline folder (resolution 2 * sample_size): an SD3 MM-DiT, a VAE
+    with a shift factor, two CLIP encoders with projections and a T5 encoder whose tokenizer is a
+    real sentencepiece model, and the flow-matching scheduler with SD3's shift of 3."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    tokenizer = tiny_tokenizer(77)
+
+    def clip() -> CLIPTextModelWithProjection:
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=32, projection_dim=TEXT_DIM,
+            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t5_tokenizer = AutoTokenizer.from_pretrained(str(save_tiny_t5_tokenizer(tmp)), config=T5Config())
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=2 * TEXT_DIM, d_kv=8, d_ff=32, num_layers=1,
+                                 num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=2 * TEXT_DIM, caption_projection_dim=16,
+        pooled_projection_dim=2 * TEXT_DIM, pos_embed_max_size=2 * sample_size,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=clip(), tokenizer=tokenizer, text_encoder_2=clip(), tokenizer_2=tokenizer,
+        text_encoder_3=t5, tokenizer_3=t5_tokenizer,
+    )
+    pipe.save_pretrained(str(folder))
     return folder
