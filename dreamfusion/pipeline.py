@@ -57,9 +57,10 @@ class RunRequest:
 
 @dataclass
 class RunOutcome:
-    code: int  # 0 done, 130 interrupted (checkpoint saved)
+    code: int  # 0 done, 1 trained but no mesh came out (workspace kept), 130 interrupted (checkpoint saved)
     workspace: Workspace
     summary: dict | None = None
+    reason: str = ""  # why the code is not 0
 
 
 # ---- checks: everything that can refuse the run, before any work ------------------------------------
@@ -362,6 +363,9 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
     # surface to refine) fails here, before the workspace is touched.
     guidance = make_guidance(cfg.guidance, device)
     guidance.prepare(cfg.prompt, cfg.negative_prompt or None)
+    too_long = guidance.prompt_length_warning(cfg.prompt, cfg.negative_prompt or None)
+    if too_long:
+        print(f"dream: warning: {too_long}", file=sys.stderr)
     fine_ws = ws.stage("fine")
     coarse = fine = None
     restart_fine = False  # a coarse stage trained further makes an earlier fine stage stale
@@ -440,6 +444,12 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
     export_seconds += time.time() - export_start
     summary = write_summary(ws, cfg, steps, export_seconds, time.time() - launched, skipped, source)
     write_page(ws)
+    no_mesh = [reason for reason in skipped or [] if reason.startswith("mesh export skipped")]
+    if no_mesh:  # trained, but no asset: a failure for whoever runs this, with the workspace kept
+        reason = no_mesh[0].removeprefix("mesh export skipped: ")
+        print(f"dream: the run made no mesh ({reason}); its workspace {ws.root} is kept: --resume with more --steps "
+              f"trains it further, scripts/export_mesh.py --workspace {ws.root} retries the export", file=sys.stderr)
+        return RunOutcome(1, ws, summary, f"no mesh: {reason}")
     return RunOutcome(0, ws, summary)
 
 

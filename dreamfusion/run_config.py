@@ -87,6 +87,20 @@ class FinalExportConfig:
         require_nonnegative(prefix, "mesh_smooth", self.mesh_smooth)
 
 
+MAX_SEED = 2**63 - 1  # every generator the run seeds takes it (torch's and numpy's), and seed + k stays in range
+
+
+def require_utf8(key: str, text: str) -> None:
+    """Text from the command line arrives with undecodable bytes as surrogates; refuse it in one sentence."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        char = text[err.start]
+        byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character U+{ord(char):04X}"
+        raise ConfigError(f"the {key.replace('_', ' ')} is not valid UTF-8 text ({byte} at character {err.start}); "
+                          "check the terminal's or the file's encoding") from None
+
+
 @dataclass
 class RunConfig(SceneConfig):
     """A run: the scene sections (SceneConfig's field, background, render, camera, light: declared
@@ -104,6 +118,10 @@ class RunConfig(SceneConfig):
     fine: FineConfig | None = None
 
     def validate(self, prefix: str = "") -> None:
+        if isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to 2^63 - 1, got {self.seed}")
+        for key in ("prompt", "negative_prompt"):
+            require_utf8(key, getattr(self, key))
         self.guidance.validate("guidance")
         if self.fine is not None:
             if not isinstance(self.fine.guidance, dict):

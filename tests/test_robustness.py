@@ -141,6 +141,31 @@ def test_empty_prompt_is_refused(ws, tiny_prior, capsys, prompt):
     assert snapshot(ws) == before
 
 
+@pytest.mark.parametrize("flag,key", [("--prompt", "prompt"), ("--negative", "negative prompt")])
+def test_a_prompt_that_is_not_utf8_is_refused(ws, tiny_prior, capsys, flag, key):
+    """Undecodable bytes on the command line reach Python as surrogates (os.fsdecode): b'\\xff' -> '\\udcff'."""
+    before = snapshot(ws)
+    args = resume_args(ws, tiny_prior)
+    bad = f"a red {chr(0xDCFF)} cube"
+    if flag == "--prompt":
+        args[args.index("--prompt") + 1] = bad
+    else:
+        args += ["--negative", bad]
+    assert dream_cli(args) == 2
+    one_error_line(capsys.readouterr().err, f"the {key} is not valid UTF-8 text (byte 0xff at character 6)")
+    assert snapshot(ws) == before
+
+
+def test_a_prompt_past_the_text_encoders_window_warns_once_where_it_is_cut(tiny_prior, tmp_path, capsys):
+    ws = tmp_path / "long"
+    prompt = "a red cube on a " + "very " * 20 + "tall blue table"  # the tiny tokenizer reads 64 characters
+    assert dream_cli(["--prompt", prompt, "--workspace", str(ws), "--quiet", "--no-export", *small(tiny_prior, 1)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("dream: warning: the prompt is ") and "the text encoder reads 64" in warnings[0]
+    assert "'...very very very very' is cut" in warnings[0] and "view suffixes" in warnings[0]
+
+
 def test_unseen_words_are_refused_and_the_vocabulary_listed(tmp_path, capsys):
     new = tmp_path / "corgi"
     code = dream_cli(["--prompt", "a corgi on a red cube", "--workspace", str(new)])
@@ -172,11 +197,15 @@ def test_force_runs_an_unseen_prompt_anyway(tmp_path, capsys):
         (["guidance.t_range=[0.5,1.2]"], "guidance.t_range must lie inside (0, 1)"),
         (["guidance.t_range=[0.9,0.1]"], "guidance.t_range is reversed"),
         (["--device", "tpu"], "device must be one of 'auto', 'cpu', 'cuda'"),
+        (["--seed", str(2**64)], "seed must be an integer from 0 to 2^63 - 1, got 18446744073709551616"),
+        (["--seed", "-1"], "seed must be an integer from 0 to 2^63 - 1, got -1"),
+        (["guidance.resolution=20"], "guidance.resolution must be a positive multiple of 16"),
         pytest.param(["--device", "cuda"], "no CUDA GPU is visible; use --device cpu",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
     ],
     ids=["unknown-key", "wrong-type", "steps-0", "steps-negative", "resolution-0", "negative-guidance-scale",
-         "t-range-low", "t-range-high", "t-range-reversed", "unknown-device", "cuda-without-gpu"],
+         "t-range-low", "t-range-high", "t-range-reversed", "unknown-device", "seed-past-63-bits", "seed-negative",
+         "guidance-resolution", "cuda-without-gpu"],
 )
 def test_bad_config_is_refused_before_the_workspace_is_touched(ws, tiny_prior, capsys, extra, message):
     before = snapshot(ws)
@@ -339,13 +368,14 @@ def test_degenerate_field_export_says_what_to_do(ws, capsys, case, message):
     assert snapshot(ws) == before  # the previous export is still there, untouched
 
 
-def test_empty_field_at_the_end_of_a_run_skips_the_exports_and_keeps_the_run(tiny_prior, tmp_path, capsys):
+def test_empty_field_at_the_end_of_a_run_exits_1_and_keeps_the_run(tiny_prior, tmp_path, capsys):
     ws = tmp_path / "empty"
     args = ["--prompt", PROMPT, "--workspace", str(ws), "--quiet", *small(tiny_prior, 2, "field.blob=none")]
-    assert dream_cli(args) == 0  # training succeeded; an empty field is reported, not a failure
+    assert dream_cli(args) == 1  # trained, but no asset: not a success for whoever scripts it
     err = capsys.readouterr().err
     assert "mesh export skipped: the field has no opaque surface" in err and "scripts/export_mesh.py --workspace" in err
     assert "video skipped:" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("dream: the run made no mesh (the field has no opaque surface")
     assert json.loads((ws / "run.json").read_text())["exported"] is False
     assert load_checkpoint(ws / "checkpoints" / "last.pt")["step"] == 2
 

@@ -142,6 +142,8 @@ def run_one(spec: RunSpec) -> RunRecord:
             print(f"batch: error: {message}", file=sys.stderr)
             return RunRecord(spec.prompt, spec.seed, ws.root, "failed", time.time() - start, message)
     seconds = time.time() - start
+    if outcome.code == 1:
+        return RunRecord(spec.prompt, spec.seed, ws.root, "failed", seconds, outcome.reason)
     if outcome.code != 0:
         return RunRecord(spec.prompt, spec.seed, ws.root, "interrupted", seconds,
                          "interrupted; the same command resumes it from its last checkpoint")

@@ -71,6 +71,8 @@ class DiffusionGuidance:
         self.prompt: str | None = None
         self._text_loader = text_loader
         self._text: tuple[Any, torch.nn.Module] | None = None
+        # () -> (tokenizer, tokens its encoder reads), for the prompt-length warning; None: no check
+        self.tokenizer_loader: Callable[[], tuple[Any, int]] | None = None
         self._optimize_memory(unet)
 
     # ---- construction --------------------------------------------------------------------------
@@ -165,6 +167,27 @@ class DiffusionGuidance:
             cond_weights=weights, class_labels=labels, weighting=cfg.weighting, grad_clip=cfg.grad_clip,
             noise=noise, generator=generator,
         )
+
+    def prompt_length_warning(self, prompt: str, negative: str | None = None) -> str | None:
+        """One sentence when a text is longer than the text encoder reads (it is cut there, as every
+        diffusion pipeline does); None when everything fits or there is no tokenizer to count with."""
+        if self.tokenizer_loader is None:
+            return None
+        tokenizer, window = self.tokenizer_loader()
+        negative = self.cfg.negative_prompt if negative is None else negative
+        texts = prompt_texts(prompt, negative)  # the negative, the plain prompt, then its four view prompts
+        lengths = [len(tokenizer(text, truncation=False)["input_ids"]) for text in texts]
+        if lengths[1] > window:
+            kept = tokenizer.decode(tokenizer(texts[1], truncation=False)["input_ids"][:window], skip_special_tokens=True)
+            last = " ".join(kept.split()[-4:])
+            return (f"the prompt is {lengths[1]} tokens long and the text encoder reads {window}: everything after "
+                    f"'...{last}' is cut, the view suffixes (', front view', ...) too")
+        if max(lengths[2:]) > window:
+            return (f"the prompt with its view suffix is {max(lengths[2:])} tokens long and the text encoder reads {window}: "
+                    "the suffix is cut, so the view-dependent prompts fight the Janus problem less; shorten the prompt")
+        if lengths[0] > window:
+            return f"the negative prompt is {lengths[0]} tokens long and the text encoder reads {window}: the rest is cut"
+        return None
 
     def with_config(self, cfg: GuidanceConfig) -> "DiffusionGuidance":
         """The same loaded model and embeddings, scored with other SDS settings (t range, CFG scale,

@@ -79,7 +79,20 @@ class StableDiffusion3Guidance(DiffusionGuidance):
             pipe.to(device)
             return pipe, freeze(torch.nn.ModuleList(encoders))
 
-        return cls(cfg, transformer, vae, scheduler, device, text_loader, source)
+        def tokenizer_loader() -> tuple[Any, int]:
+            """T5's tokenizer and window where the pipeline has T5 (the longest reader), else CLIP's."""
+            from transformers import AutoTokenizer
+
+            has_t5 = (Path(source) / "tokenizer_3").is_dir() if is_local else True
+            subfolder, window = ("tokenizer_3", T5_TOKENS) if has_t5 else ("tokenizer", 77)
+            try:
+                return AutoTokenizer.from_pretrained(source, subfolder=subfolder, cache_dir=cfg.cache_dir), window
+            except (OSError, ValueError) as err:
+                raise ModelLoadError(f"could not load {subfolder}/ of the guidance model {source}: {err}") from err
+
+        guidance = cls(cfg, transformer, vae, scheduler, device, text_loader, source)
+        guidance.tokenizer_loader = tokenizer_loader
+        return guidance
 
     @property
     def native_resolution(self) -> int:

@@ -6,13 +6,14 @@ the render (the U-Net itself is never differentiated).
 """
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import torch
 
 from .base import DiffusionGuidance, TextLoader, _sample_size, resize_square
 from .config import GuidanceConfig
-from .loading import ModelKind, load_vae
+from .loading import ModelKind, counting_tokenizer, load_vae
 from .sds import randn_like
 
 
@@ -40,7 +41,9 @@ class StableDiffusionGuidance(DiffusionGuidance):
         device = torch.device(device)
         info, dtype, unet, scheduler, text_loader = cls.load_common(cfg, device)
         vae = load_vae(info, dtype, cfg.cache_dir).to(device)
-        return cls(cfg, unet, vae, scheduler, device, text_loader, info.source)
+        guidance = cls(cfg, unet, vae, scheduler, device, text_loader, info.source)
+        guidance.tokenizer_loader = functools.partial(counting_tokenizer, info, cfg.cache_dir)
+        return guidance
 
     @property
     def native_resolution(self) -> int:

@@ -243,18 +243,36 @@ def load_scheduler(info: ModelInfo, cache_dir: str | None = None) -> Any:
         raise ModelLoadError(f"could not load scheduler/ of the guidance model {info.source}: {err}") from err
 
 
-def load_text_encoder(info: ModelInfo, dtype: torch.dtype, cache_dir: str | None = None) -> tuple[Any, torch.nn.Module]:
-    """(tokenizer, frozen text encoder), the encoder class chosen from text_encoder/config.json."""
+def load_tokenizer(info: ModelInfo, cache_dir: str | None = None) -> Any:
+    """The model's tokenizer (no weights: cheap)."""
     import transformers
 
     try:
         # Passing the text encoder's config stops AutoTokenizer from looking for a tokenizer/config.json,
         # which pipelines don't have (and which fails under HF_HUB_OFFLINE).
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
+        return transformers.AutoTokenizer.from_pretrained(
             info.source, subfolder="tokenizer", cache_dir=cache_dir, config=info.text_encoder_config
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load tokenizer/ of the guidance model {info.source}: {err}") from err
+
+
+def token_window(tokenizer: Any) -> int:
+    """How many tokens the text encoder reads: the tokenizer's limit, at most CLIP's 77."""
+    return min(int(getattr(tokenizer, "model_max_length", MAX_TOKENS)), MAX_TOKENS)
+
+
+def counting_tokenizer(info: ModelInfo, cache_dir: str | None = None) -> tuple[Any, int]:
+    """(tokenizer, tokens its encoder reads): what the prompt-length warning counts with."""
+    tokenizer = load_tokenizer(info, cache_dir)
+    return tokenizer, token_window(tokenizer)
+
+
+def load_text_encoder(info: ModelInfo, dtype: torch.dtype, cache_dir: str | None = None) -> tuple[Any, torch.nn.Module]:
+    """(tokenizer, frozen text encoder), the encoder class chosen from text_encoder/config.json."""
+    import transformers
+
+    tokenizer = load_tokenizer(info, cache_dir)
     cls = getattr(transformers, TEXT_ENCODERS[info.text_encoder_type])
     encoder = _from_pretrained(cls, info, "text_encoder", dtype, cache_dir, _transformers_dtype_key())
     return tokenizer, freeze(encoder)
@@ -263,7 +281,7 @@ def load_text_encoder(info: ModelInfo, dtype: torch.dtype, cache_dir: str | None
 @torch.no_grad()
 def encode_texts(tokenizer: Any, encoder: torch.nn.Module, texts: list[str]) -> torch.Tensor:
     """Texts -> (N, L, D) last hidden states, padded to a fixed length as the pipelines do."""
-    max_length = min(int(getattr(tokenizer, "model_max_length", MAX_TOKENS)), MAX_TOKENS)
+    max_length = token_window(tokenizer)
     tokens = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
     device = next(encoder.parameters()).device
     kwargs = {}

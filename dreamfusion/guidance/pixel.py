@@ -7,13 +7,14 @@ declares the camera input (camera_conditioning.py) also gets the cameras' featur
 """
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import torch
 
 from .base import DiffusionGuidance, _sample_size, resize_square
 from .config import GuidanceConfig
-from .loading import ModelKind
+from .loading import ModelKind, counting_tokenizer
 
 
 class PixelGuidance(DiffusionGuidance):
@@ -23,7 +24,9 @@ class PixelGuidance(DiffusionGuidance):
     def from_pretrained(cls, cfg: GuidanceConfig, device: torch.device | str) -> "PixelGuidance":
         device = torch.device(device)
         info, _, unet, scheduler, text_loader = cls.load_common(cfg, device)
-        return cls(cfg, unet, scheduler, device, text_loader, info.source)
+        guidance = cls(cfg, unet, scheduler, device, text_loader, info.source)
+        guidance.tokenizer_loader = functools.partial(counting_tokenizer, info, cfg.cache_dir)
+        return guidance
 
     @property
     def native_resolution(self) -> int:
