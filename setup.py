@@ -38,7 +38,7 @@ setup(
         "torch>=2.1",
         "numpy",
         "nerfacc>=0.5.3",
-        "diffusers>=0.25",
+        "diffusers>=0.29",  # 0.29: Stable Diffusion 3 (SD3Transformer2DModel, FlowMatchEulerDiscreteScheduler)
         "transformers>=4.36",
         "sentencepiece>=0.1.99",  # T5 tokenizers (DeepFloyd IF) are sentencepiece models ...
         "protobuf>=3.20",  # ... which transformers converts through protobuf

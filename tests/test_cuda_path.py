@@ -176,6 +176,46 @@ def test_a_failing_probe_falls_back_with_one_warning(fresh_probes, capsys):
     assert "nerfacc" in capabilities.failure_reason("nerfacc")
 
 
+def test_a_disabled_accelerator_is_never_probed(fresh_probes, monkeypatch, capsys):
+    """The GPU check disables a build that failed once, so no later process builds it again."""
+    monkeypatch.setenv("DREAMFUSION_DISABLE", "nerfacc, tinycudann")
+    assert capabilities.probe("nerfacc", lambda: pytest.fail("probed"), "") is False
+    assert capabilities.failure_reason("nerfacc") == "nerfacc is disabled by DREAMFUSION_DISABLE"
+    assert capsys.readouterr().err == ""
+    assert capabilities.probe("nvdiffrast", lambda: None, "") is True  # the others still probe
+
+
+def test_the_tinycudann_probe_needs_a_second_order_backward(fresh_probes, monkeypatch, capsys):
+    """Analytic normals differentiate the encoding twice: a build whose backward is not itself
+    differentiable must fail the probe (here a stand-in encoding whose backward is first-order only)."""
+    class FirstOrderOnly(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight):
+            ctx.save_for_backward(x, weight)
+            return x @ weight
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            x, weight = ctx.saved_tensors
+            return grad @ weight.T, x.T @ grad
+
+    class Encoding(nn.Module):
+        def __init__(self, n_input_dims, config):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(n_input_dims, 4))
+
+        def forward(self, x):
+            return FirstOrderOnly.apply(x, self.weight)
+
+    monkeypatch.setitem(sys.modules, "tinycudann", types.SimpleNamespace(Encoding=Encoding))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch, "rand", lambda *shape, device=None, **kw: torch.ones(*shape, **kw))  # "cuda" tensors on the CPU
+    assert capabilities.tinycudann_available() is False
+    assert "tinycudann failed its check" in capsys.readouterr().err
+
+
 def test_an_accelerator_that_is_not_installed_fails_silently(fresh_probes, capsys):
     def missing():
         import a_package_that_is_not_there  # noqa: F401

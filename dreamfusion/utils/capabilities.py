@@ -9,6 +9,7 @@ one warning line that says what failed and how to fix it.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -43,6 +44,10 @@ def probe(name: str, check: Callable[[], None], fix: str) -> bool:
     """
     if name in _results:
         return _results[name]
+    if name in disabled_accelerators():
+        _failures[name] = f"{name} is disabled by {DISABLE_ENV}"
+        _results[name] = False
+        return False
     try:
         check()
         ok = True
@@ -55,6 +60,16 @@ def probe(name: str, check: Callable[[], None], fix: str) -> bool:
         ok = False
     _results[name] = ok
     return ok
+
+
+DISABLE_ENV = "DREAMFUSION_DISABLE"  # e.g. "nerfacc,tinycudann": never probe or use these
+
+
+def disabled_accelerators() -> set[str]:
+    """Accelerators turned off for every process by the environment: a build that failed once (the
+    GPU check records it there) is not retried by each later process, nerfacc's JIT build alone
+    costing about a minute."""
+    return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
 
 
 def failure_reason(name: str) -> str | None:
@@ -76,8 +91,13 @@ def _check_tinycudann() -> None:
 
     enc = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": 2, "n_features_per_level": 2, "log2_hashmap_size": 8,
                             "base_resolution": 4, "per_level_scale": 2.0})
-    x = torch.rand(16, 3, device="cuda")
-    enc(x).float().sum().backward()
+    x = torch.rand(16, 3, device="cuda", requires_grad=True)
+    features = enc(x).float()
+    # analytic normals differentiate the density's gradient w.r.t. x again: the second-order backward
+    (grad_x,) = torch.autograd.grad(features.square().sum(), x, create_graph=True)
+    (features.sum() + grad_x.square().sum()).backward()
+    if not all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters()):
+        raise RuntimeError("tinycudann's second-order backward gave no finite parameter gradient")
     torch.cuda.synchronize()
 
 
