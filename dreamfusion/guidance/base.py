@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..cameras import Cameras
 from .camera_conditioning import camera_features, camera_harmonics
 from .config import GuidanceConfig
-from .loading import ModelInfo, ModelKind, encode_texts, inspect_model, load_scheduler, load_text_encoder, load_unet
+from .loading import ModelInfo, ModelKind, ModelLoadError, encode_texts, inspect_model, load_scheduler, load_text_encoder, load_unet
 from .prompts import (
     EmbeddingCache,
     PromptEmbeddings,
@@ -173,7 +173,10 @@ class DiffusionGuidance:
         diffusion pipeline does); None when everything fits or there is no tokenizer to count with."""
         if self.tokenizer_loader is None:
             return None
-        tokenizer, window = self.tokenizer_loader()
+        try:
+            tokenizer, window = self.tokenizer_loader()
+        except ModelLoadError:  # a warning never stops a run whose embeddings are ready
+            return None
         negative = self.cfg.negative_prompt if negative is None else negative
         texts = prompt_texts(prompt, negative)  # the negative, the plain prompt, then its four view prompts
         lengths = [len(tokenizer(text, truncation=False)["input_ids"]) for text in texts]
