@@ -179,9 +179,10 @@ class DiffusionGuidance:
             return None
         negative = self.cfg.negative_prompt if negative is None else negative
         texts = prompt_texts(prompt, negative)  # the negative, the plain prompt, then its four view prompts
-        lengths = [len(tokenizer(text, truncation=False)["input_ids"]) for text in texts]
+        ids = [tokenizer(text, truncation=False)["input_ids"] for text in texts]
+        lengths = [len(i) for i in ids]
         if lengths[1] > window:
-            kept = tokenizer.decode(tokenizer(texts[1], truncation=False)["input_ids"][:window], skip_special_tokens=True)
+            kept = tokenizer.decode(ids[1][:window], skip_special_tokens=True)
             last = " ".join(kept.split()[-4:])
             return (f"the prompt is {lengths[1]} tokens long and the text encoder reads {window}: everything after "
                     f"'...{last}' is cut, the view suffixes (', front view', ...) too")
@@ -208,12 +209,16 @@ class DiffusionGuidance:
         kwargs = {} if labels is None else {"class_labels": labels.to(self.dtype)}
         return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype), **kwargs).sample
 
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def _text_components(self) -> tuple[Any, torch.nn.Module]:
+        """The text loader's (tokenizer or pipeline, encoders), loaded on first use."""
         if self._text is None:
             if self._text_loader is None:
                 raise RuntimeError("this guidance was built without a text encoder; set guidance.embeddings directly")
             self._text = self._text_loader()
-        tokenizer, encoder = self._text
+        return self._text
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        tokenizer, encoder = self._text_components()
         return encode_texts(tokenizer, encoder, texts)  # (N, L, D)
 
     def release_text_encoder(self) -> None:

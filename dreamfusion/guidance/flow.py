@@ -7,7 +7,8 @@ Only three things differ from Stable Diffusion 1.x/2.x, and they live here:
 * the schedule: diffusers' `FlowMatchEulerDiscreteScheduler` read as a `NoiseSchedule` (schedule.py:
   sigma shifted as the model was trained, eps_hat = x_t + (1 - sigma) v_hat); timesteps, CFG,
   w(t) = sigma^2 and the loss are the one SDS function's (sds.py);
-* the latents: (VAE mean - shift_factor) * scaling_factor, 16 channels;
+* the latents: (VAE sample - shift_factor) * scaling_factor, 16 channels (Stable Diffusion's VAE path,
+  whose shift factor is 0);
 * the text: the pipeline's own `encode_prompt` gives token states (N, 77 + T5 tokens, D) and a pooled
   vector (N, P). So that view prompts, Perp-Neg and the embedding cache keep handling one tensor per
   text, the pooled vector rides along as one extra token row (zero-padded from P to D) and
@@ -20,36 +21,26 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import DiffusionGuidance, TextLoader, _sample_size, resize_square
+from .base import TextLoader
 from .config import GuidanceConfig
+from .latent import StableDiffusionGuidance
 from .loading import ModelKind, ModelLoadError, _hub_components, _read_config, check_hub_model, freeze, load_vae, resolve_source
-from .sds import randn_like
 
 T5_TOKENS = 256  # the SD3 pipeline's default max_sequence_length for T5
 
 
-class StableDiffusion3Guidance(DiffusionGuidance):
+class StableDiffusion3Guidance(StableDiffusionGuidance):
+    """The VAE path (encoding, resolution, frozen modules) is Stable Diffusion's; the schedule comes
+    from the scheduler; what is SD3's own is loading, the text and the MM-DiT call."""
+
     kind: ClassVar[ModelKind] = "flow"
 
-    def __init__(
-        self,
-        cfg: GuidanceConfig,
-        transformer: torch.nn.Module,
-        vae: torch.nn.Module,
-        scheduler: Any,
-        device: torch.device | str,
-        text_loader: TextLoader | None = None,
-        model_id: str | None = None,
-    ):
-        super().__init__(cfg, transformer, scheduler, device, text_loader, model_id)
-        self.vae = vae
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+    def __init__(self, cfg: GuidanceConfig, transformer: torch.nn.Module, vae: torch.nn.Module, scheduler: Any,
+                 device: torch.device | str, text_loader: TextLoader | None = None, model_id: str | None = None):
+        super().__init__(cfg, transformer, vae, scheduler, device, text_loader, model_id)
         self.pooled_dim = int(transformer.config.pooled_projection_dim)
         if self.pooled_dim > int(transformer.config.joint_attention_dim):
             raise ModelLoadError("this SD3 transformer's pooled vector is wider than its token states; not supported")
-        self._optimize_memory(vae)
 
     @classmethod
     def from_pretrained(cls, cfg: GuidanceConfig, device: torch.device | str) -> "StableDiffusion3Guidance":
@@ -94,17 +85,6 @@ class StableDiffusion3Guidance(DiffusionGuidance):
         guidance.tokenizer_loader = tokenizer_loader
         return guidance
 
-    @property
-    def native_resolution(self) -> int:
-        return _sample_size(self.unet.config) * self.vae_scale_factor
-
-    def encode_render(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, H, W, 3) in [0, 1] -> SD3 latents (B, 16, res/8, res/8), a sample of the posterior."""
-        x = resize_square(rgb.permute(0, 3, 1, 2), self.resolution) * 2.0 - 1.0
-        posterior = self.vae.encode(x.to(self.dtype)).latent_dist
-        latents = posterior.mean + posterior.std * randn_like(posterior.mean, generator)
-        return (latents - self.shift_factor) * self.scaling_factor
-
     def unet_fn(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The MM-DiT on a batch: x_t (N, C, h, w), t (N,) = sigma * T, emb (N, L + 1, D) -> velocity (N, C, h, w)."""
         tokens, pooled = emb[:, :-1], emb[:, -1, : self.pooled_dim]
@@ -115,20 +95,13 @@ class StableDiffusion3Guidance(DiffusionGuidance):
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Texts -> (N, L + 1, D): the pipeline's token states with the pooled vector as a last row."""
-        if self._text is None:
-            if self._text_loader is None:
-                raise RuntimeError("this guidance was built without a text encoder; set guidance.embeddings directly")
-            self._text = self._text_loader()
-        pipe = self._text[0]
+        pipe, _ = self._text_components()
         with torch.no_grad():
             tokens, _, pooled, _ = pipe.encode_prompt(
                 prompt=texts, prompt_2=None, prompt_3=None, device=self.device,
                 do_classifier_free_guidance=False, max_sequence_length=T5_TOKENS,
             )
         return pack_pooled(tokens, pooled)
-
-    def frozen_modules(self) -> list[torch.nn.Module]:
-        return super().frozen_modules() + [self.vae]
 
 
 def pack_pooled(tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ class StableDiffusionGuidance(DiffusionGuidance):
         self.vae = vae
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)  # SD3's VAE has one; SD 1.x/2.x: 0
         self._optimize_memory(vae)
 
     @classmethod
@@ -50,11 +51,11 @@ class StableDiffusionGuidance(DiffusionGuidance):
         return _sample_size(self.unet.config) * self.vae_scale_factor
 
     def encode_render(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, H, W, 3) in [0, 1] -> scaled VAE latents (B, 4, res/8, res/8), a sample of the posterior."""
+        """(B, H, W, 3) in [0, 1] -> scaled VAE latents (B, C, res/8, res/8), a sample of the posterior."""
         x = resize_square(rgb.permute(0, 3, 1, 2), self.resolution) * 2.0 - 1.0  # (B, 3, res, res) in [-1, 1]
         posterior = self.vae.encode(x.to(self.dtype)).latent_dist
         latents = posterior.mean + posterior.std * randn_like(posterior.mean, generator)
-        return latents * self.scaling_factor
+        return (latents - self.shift_factor) * self.scaling_factor
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return super().frozen_modules() + [self.vae]

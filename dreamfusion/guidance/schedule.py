@@ -25,7 +25,7 @@ PredictionType = Literal["epsilon", "v_prediction", "sample", "flow"]
 class NoiseSchedule:
     signal: torch.Tensor  # (T,) float32, the clean image's coefficient in x_t
     noise: torch.Tensor  # (T,) float32, the noise's coefficient
-    model_time: torch.Tensor  # (T,) float32, the timestep value the network is given for index t
+    model_time: torch.Tensor  # (T,) the timestep the network is given for index t (DDPM: t, long; flow: sigma T)
     prediction_type: PredictionType
 
     @property
@@ -35,7 +35,7 @@ class NoiseSchedule:
     @classmethod
     def variance_preserving(cls, alphas_cumprod: torch.Tensor, prediction_type: PredictionType = "epsilon") -> "NoiseSchedule":
         a = alphas_cumprod.float()
-        return cls(a.sqrt(), (1.0 - a).sqrt(), torch.arange(len(a), dtype=torch.float32), prediction_type)
+        return cls(a.sqrt(), (1.0 - a).sqrt(), torch.arange(len(a)), prediction_type)  # the U-Net takes the index itself
 
     @classmethod
     def rectified_flow(cls, num_train_timesteps: int = 1000, shift: float = 1.0) -> "NoiseSchedule":

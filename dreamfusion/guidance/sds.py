@@ -6,9 +6,8 @@ DreamFusion (arXiv 2209.14988, eq. 3): for an image x = g(theta) the prior does 
     x_t = signal_t x + noise_t eps,
 
 with (signal, noise) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for DDPM priors and (1 - sigma_t,
-sigma_t) for rectified-flow priors (schedule.py, which also turns every kind of model output into
-eps_hat)
-where eps_hat is the classifier-free-guided noise prediction. The U-Net Jacobian is dropped, so the
+sigma_t) for rectified-flow priors (schedule.py, which also turns every kind of model output into a
+noise prediction), and where eps_hat is the classifier-free-guided noise prediction. The U-Net Jacobian is dropped, so the
 U-Net runs under `no_grad` and the gradient is injected into x through the surrogate
 
     loss = 0.5 * || x - stopgrad(x - grad) ||^2 / B,      d loss / dx = grad / B.
@@ -184,8 +183,7 @@ def score_distillation(
         t_in = t.repeat(n)
         emb = torch.cat([uncond_embeddings.unsqueeze(0), cond_embeddings], dim=0).flatten(0, 1)  # ((1+K) B, L, D)
         labels = class_labels.repeat(n, 1) if class_labels is not None else None
-        model_time = t_in if schedule.prediction_type != "flow" else schedule.model_time[t_in]
-        pred = unet_fn(x_in, model_time, emb, labels)
+        pred = unet_fn(x_in, schedule.model_time[t_in], emb, labels)
         eps = schedule.to_epsilon(pred.float(), x_t.repeat(n, 1, 1, 1), t_in)
         eps = eps.view(n, B, *eps.shape[1:])
         eps_hat = guided_noise(eps[0], eps[1:], guidance_scale, cond_weights)  # (B, C, h, w)
