@@ -1,114 +1,99 @@
 #!/usr/bin/env python
-"""The default toy run end to end (both stages), timed by phase, and its coarse step time against the previous recipe.
+"""The default run end to end, as a user runs it, against the code and recipe of an earlier commit.
 
-    python benchmarks/bench_dream.py [--prompt "a red cube"] [--steps 600] [--reference-steps 150]
+    python benchmarks/bench_dream.py [--prompt "a red cube"] [--before dc0f517] [--rounds 1] [--set key=value ...]
 
-1. The default run exactly as `dream.py --prompt ...` makes it (pipeline.run in this process,
-   configs/toy.yaml, bundled prior): the coarse NeRF, its mesh, the fine DMTet, the result's mesh
-   and turntable; wall time, each stage's training, exports and loading, the fine stage's share,
-   median step times. Target on the 2-core CPU: <= 180 s wall. The turntable from the field's
-   volume is timed beside it for comparison.
-2. Coarse step time of the default recipe against the reference recipe it replaced (48 samples a
-   ray with no alpha pruning, 8 hash-grid levels, lr 0.02, guidance 5), both run for
-   --reference-steps steps from the same seed in this process: median seconds a step, and the ratio.
+Each round runs `scripts/dream.py --prompt P` (the default config, both stages, exports and
+turntable) twice in subprocesses, one after the other on the same machine: once from a clean
+export of `--before` (by default the commit before the speed work of issue 29), once from this
+working tree. Wall time is measured around the whole command (interpreter start, imports and model
+loading included); run.json gives each stage's training time and the exports. Both results are
+judged against the true toy object (eval/toy.py: colour dE, genus, surface distance, normal angle),
+so a faster run that got worse shows. The machine is noisy: the ratio of the medians is the figure
+that counts. `--set` passes config overrides to the current tree's run only (a recipe to try).
 Human-readable lines first; the last line is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamfusion.eval.toy import evaluate_mesh, parse_toy_prompt  # noqa: E402
 
-from dreamfusion.export.video import render_turntable  # noqa: E402
-from dreamfusion.guidance import make_guidance  # noqa: E402
-from dreamfusion.pipeline import RunRequest, run  # noqa: E402
-from dreamfusion.run_config import RunConfig, load_run_config  # noqa: E402
-from dreamfusion.train import Trainer  # noqa: E402
-from dreamfusion.workspace import Workspace  # noqa: E402
-
-REFERENCE = ["render.n_samples=48", "render.alpha_threshold=0.0", "field.encoding.n_levels=8",
-             "train.lr_encoding=0.02", "guidance.guidance_scale=5.0"]
+BEFORE = "dc0f517"  # main before issue 29 (speed): the recipe and code the speed-up is measured against
 
 
-def train(cfg: RunConfig, root: Path) -> tuple[Trainer, list[dict], float, float]:
-    """(trainer, per-step metrics, model-loading seconds, training seconds)."""
+def export_tree(ref: str, dest: Path) -> Path:
+    """A clean copy of commit `ref`'s files (git archive), so its scripts import its own package."""
+    archive = dest / "tree.tar"
+    subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), ref], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest / "tree", filter="data")
+    archive.unlink()
+    return dest / "tree"
+
+
+def run_dream(tree: Path, prompt: str, workspace: Path, overrides: list[str]) -> dict:
+    """One `dream.py` run from `tree`; its wall time, run.json's timings and the judged mesh."""
+    cmd = [sys.executable, str(tree / "scripts" / "dream.py"), "--prompt", prompt, "--workspace", str(workspace),
+           "--quiet", "guidance.embedding_cache=null", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
-    guidance = make_guidance(cfg.guidance, "cpu")
-    guidance.prepare(cfg.prompt)
-    trainer = Trainer.coarse(cfg, Workspace(root), torch.device("cpu"), guidance)
-    loaded = time.perf_counter()
-    metrics: list[dict] = []
-    trainer.run(on_step=lambda result: metrics.append(result.metrics))
-    return trainer, metrics, loaded - start, time.perf_counter() - loaded
-
-
-def step_summary(metrics: list[dict]) -> dict:
-    by_mode: dict[str, list[float]] = {}
-    for m in metrics:
-        by_mode.setdefault(m["shading"], []).append(m["seconds"])
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise SystemExit(f"dream.py from {tree} failed (exit {proc.returncode}): {' / '.join(tail)}")
+    summary = json.loads((workspace / "run.json").read_text())
+    shape, colour = parse_toy_prompt(prompt)
+    judged = evaluate_mesh(workspace / "mesh", shape, colour)
     return {
-        "median_step_s": statistics.median(m["seconds"] for m in metrics),
-        "median_samples": statistics.median(m["samples"] for m in metrics),
-        "median_step_s_by_shading": {k: round(statistics.median(v), 4) for k, v in by_mode.items()},
+        "wall_s": round(wall, 1),
+        "coarse_train_s": summary["stage_train_seconds"].get("coarse"),
+        "fine_train_s": summary["stage_train_seconds"].get("fine"),
+        "export_s": summary["export_seconds"],
+        "steps": summary["steps"],
+        "delta_e": round(judged.delta_e, 2) if judged.delta_e is not None else None,
+        "genus": judged.genus,
+        "surface_distance": round(judged.surface_distance, 4) if judged.surface_distance is not None else None,
+        "normal_angle": round(judged.normal_angle, 1) if judged.normal_angle is not None else None,
     }
-
-
-def stage_metrics(ws: Path) -> list[dict]:
-    return [json.loads(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompt", default="a red cube")
-    p.add_argument("--steps", type=int, default=None, help="coarse steps (default: the config's, 600)")
-    p.add_argument("--reference-steps", type=int, default=150)
+    p.add_argument("--before", default=BEFORE, help=f"git ref of the code and recipe to compare with (default {BEFORE})")
+    p.add_argument("--rounds", type=int, default=1, help="before/now pairs (medians are reported)")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides for the current tree's run")
     args = p.parse_args()
-    extra = {"prompt": args.prompt}
-    out: dict = {"threads": torch.get_num_threads(), "prompt": args.prompt}
+    runs: dict[str, list[dict]] = {"before": [], "now": []}
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Path(tmp) / "default"
-        start = time.perf_counter()
-        outcome = run(RunRequest(prompt=args.prompt, steps=args.steps, workspace=str(ws), quiet=True,
-                                 overrides=["guidance.embedding_cache=null"]))  # exactly what dream.py runs
-        wall = time.perf_counter() - start
-        summary = outcome.summary
-        coarse, fine = stage_metrics(ws), stage_metrics(ws / "fine") if (ws / "fine").is_dir() else []
-        out["default_run"] = {
-            "wall_s": round(wall, 1), "stages": summary["stages"],
-            "coarse_train_s": summary["stage_train_seconds"].get("coarse"), "fine_train_s": summary["stage_train_seconds"].get("fine"),
-            "export_s": summary["export_seconds"],  # the coarse mesh kept beside the result, the result's mesh and video
-            "load_and_setup_s": round(wall - summary["train_seconds"] - summary["export_seconds"], 1),
-            "fine_share": round((summary["stage_train_seconds"].get("fine") or 0.0) / wall, 3),
-            "coarse": step_summary(coarse), "fine_median_step_s": round(statistics.median(m["seconds"] for m in fine), 4) if fine else None,
-            "faces": json.loads((ws / "mesh" / "export.json").read_text())["faces"] if (ws / "mesh" / "export.json").is_file() else None,
-        }
-        print(f"default run: {out['default_run']}")
-        # the turntable from the field, for comparison only (not part of the run): the coarse NeRF
-        from dreamfusion.stages import load_stage
-
-        scene, _ = load_stage(Workspace(ws), "coarse")
-        cfg = load_run_config(None, [], extra)
-        t0 = time.perf_counter()
-        render_turntable(Path(tmp) / "video-field", cfg.video_config(), field=scene.field.eval(), bound=scene.bound, progress=False)
-        out["default_run"]["video_from_field_s"] = round(time.perf_counter() - t0, 1)
-        n = args.reference_steps
-        for name, overrides in (("default", []), ("reference", REFERENCE)):
-            cfg = load_run_config(None, [f"train.steps={n}", "train.validation_every=100000", "guidance.embedding_cache=null",
-                                         *overrides], extra)
-            _, m, _, seconds = train(cfg, Path(tmp) / f"steps-{name}")
-            out[f"{name}_{n}_steps"] = {"train_s": round(seconds, 1), **step_summary(m)}
-            print(f"{name} recipe, {n} steps: {out[f'{name}_{n}_steps']}")
-    ref, new = out[f"reference_{n}_steps"], out[f"default_{n}_steps"]
-    out["step_speedup_vs_reference"] = round(ref["median_step_s"] / new["median_step_s"], 2)
-    out["meets_180s_target"] = out["default_run"]["wall_s"] <= 180
+        trees = {"before": export_tree(args.before, Path(tmp) / "before"), "now": REPO}
+        for r in range(args.rounds):
+            for name in ("before", "now"):
+                overrides = args.set if name == "now" else []
+                result = run_dream(trees[name], args.prompt, Path(tmp) / f"ws-{name}-{r}", overrides)
+                runs[name].append(result)
+                print(f"round {r}, {name}: {result}", flush=True)
+    med = {name: statistics.median(x["wall_s"] for x in rs) for name, rs in runs.items()}
+    out = {
+        "prompt": args.prompt, "before": args.before, "overrides": args.set, "threads": os.environ.get("OMP_NUM_THREADS"),
+        "runs": runs, "median_wall_s": med, "speedup": round(med["before"] / med["now"], 2),
+        "meets_60s_target": med["now"] <= 60,
+    }
+    print(f"median wall: before {med['before']:.1f} s, now {med['now']:.1f} s, speed-up {out['speedup']}x")
     print(json.dumps(out))
 
 

@@ -82,6 +82,29 @@ def test_occupancy_grid_prunes_without_changing_the_image():
     assert b.weights.numel() < 0.25 * a.weights.numel()
 
 
+
+@pytest.mark.parametrize("decay, shrinks", [(0.7, True), (0.95, False)])
+def test_occupancy_grid_lets_go_of_a_fog_at_the_toy_decay(decay, shrinks):
+    """The toy recipe's decay (0.7 per refresh): a grid that once saw a box-filling fog (the first
+    steps of every run) tracks the ball the field has become within 12 refreshes, and still keeps
+    the image; at nerfacc's 0.95 the fog's cells stay occupied (the pre-pass paid for them)."""
+    fog = AnalyticField(lambda x: torch.full_like(x[:, 0], 5.0))
+    ball = AnalyticField(soft_sphere(0.4))
+    occ = OccupancyConfig(resolution=32, warmup_steps=0, decay=decay)
+    cfg = RenderConfig(n_samples=128, occupancy=occ)
+    renderer = VolumeRenderer(fog, Background(BackgroundConfig(type="solid", color=(0.0, 0.0, 0.0))), cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    renderer.update_occupancy(step=0, generator=gen)
+    assert renderer.occupancy.occupied_fraction() == 1.0
+    renderer.field = ball
+    for step in range(1, 13):
+        renderer.update_occupancy(step=step, generator=gen)
+    frac = renderer.occupancy.occupied_fraction()
+    assert (frac < 0.2) == shrinks, frac
+    cams = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(0))
+    a, b = dense_renderer(ball, 128)(cams, 24, 24), renderer(cams, 24, 24)
+    assert (a.opacity - b.opacity).abs().max() < 1e-3
+
 def test_analytic_normals_of_a_sphere_point_outward():
     field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)
     x = torch.nn.functional.normalize(torch.randn(256, 3), dim=-1) * 0.3

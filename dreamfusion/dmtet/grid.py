@@ -51,6 +51,24 @@ class TetGrid:
         """Edge length of a lattice cell (the natural scale for vertex deformations)."""
         return 2.0 * self.bound / self.resolution
 
+    def candidate_tets(self, sdf: torch.Tensor) -> torch.Tensor:
+        """Ascending ids (N,) of the tets of every lattice cell whose 8 corners do not share one sign.
+
+        A tet with a sign change lies in such a cell (its corners are the cell's), so marching only
+        these gives the same mesh; at resolution 64 they are a few percent of the 1.6M tets, and
+        finding them reads 8 shifted views of the (R+1)^3 sign volume instead of 4 gathers per tet.
+        Relies on the layout of `_generate`: cell-major (i, j, k), a cell's 6 tets adjacent."""
+        n = self.resolution + 1
+        inside = sdf.detach().reshape(n, n, n) < 0
+        any_in, all_in = inside[:-1, :-1, :-1].clone(), inside[:-1, :-1, :-1].clone()  # (R, R, R)
+        for i, j, k in itertools.product((0, 1), repeat=3):
+            if i or j or k:
+                corner = inside[i : n - 1 + i, j : n - 1 + j, k : n - 1 + k]
+                any_in |= corner
+                all_in &= corner
+        cells = (any_in & ~all_in).view(-1).nonzero().view(-1)
+        return (cells[:, None] * 6 + torch.arange(6, device=cells.device)).view(-1)
+
     def to(self, device: torch.device | str) -> "TetGrid":
         return TetGrid(self.vertices.to(device), self.tets.to(device), self.edges.to(device), self.resolution, self.bound)
 

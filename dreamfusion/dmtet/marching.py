@@ -97,17 +97,22 @@ def _check_inputs(vertices: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor)
     return sdf.reshape(-1)  # accepts (V,) and threestudio's (V, 1)
 
 
-def marching_tets(vertices: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor) -> MarchedMesh:
+def marching_tets(vertices: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor,
+                  candidates: torch.Tensor | None = None) -> MarchedMesh:
     """Extract the sdf = 0 surface of a tet grid as a welded triangle mesh (see the module docstring).
 
     vertices (V, 3) float, tets (T, 4) int64, sdf (V,) or (V, 1). All on one device; the result is
     on it too. An sdf of one sign everywhere gives empty tensors of the documented shapes.
+    `candidates` (N,) int64, ascending: tet ids that include every tet with a sign change (e.g.
+    TetGrid.candidate_tets); only those are tested, and the mesh is the same as without them.
     """
     sdf = _check_inputs(vertices, tets, sdf)
     table, edge_pairs, bits = _tables(vertices.device)
     n_verts = vertices.shape[0]
     with torch.no_grad():  # topology: integers only
         inside = sdf < 0  # (V,)
+        if candidates is not None:
+            tets = tets.index_select(0, candidates)
         occ = inside.index_select(0, tets.reshape(-1)).view(-1, 4)  # (T, 4); index_select: 4x faster than [] on CPU
         # The 4 one-byte flags of a tet read as one int32: 0 = all outside, 0x01010101 = all inside
         # (whatever the byte order). A bool sum / any / all over dim 1 costs 3-6x more here.
@@ -118,8 +123,9 @@ def marching_tets(vertices: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor)
         n = sel.shape[0]
 
         # index_select / masked_* rather than [] indexing: the same ops, a few times faster on CPU.
-        ends = sel.index_select(1, edge_pairs).view(n, 6, 2)  # (N, 6, 2) grid vertices of each tet edge
-        ends_in = occ.index_select(1, edge_pairs).view(n, 6, 2)  # (N, 6, 2)
+        pairs = edge_pairs.expand(n, 12)  # gather: 3-6x faster than index_select along dim 1 on CPU
+        ends = sel.gather(1, pairs).view(n, 6, 2)  # (N, 6, 2) grid vertices of each tet edge
+        ends_in = occ.gather(1, pairs).view(n, 6, 2)  # (N, 6, 2)
         cut = ends_in[..., 0] != ends_in[..., 1]  # (N, 6) edge crosses the surface
         lo, hi = ends.min(-1).values, ends.max(-1).values  # (N, 6) undirected edge key parts
         keys, inverse = torch.unique(torch.masked_select(lo * n_verts + hi, cut), return_inverse=True)  # (M,), (C,)

@@ -31,23 +31,33 @@ from .marching import MarchedMesh, marching_tets, sdf_sign_regularizer
 from .regularizers import edge_uniformity, laplacian, mesh_adjacency, normal_consistency
 
 
-def gaussian_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian (std `sigma` voxels, edges replicated) on volumes (C, N, N, N)."""
-    if sigma <= 0:
-        return volume
+def blur_matrix(n: int, sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, n) matrix of a 1D Gaussian (std `sigma` samples, edges replicated): row i holds the weights
+    of output i, so blurring an axis is one matrix product."""
     r = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=volume.dtype, device=volume.device)
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
     kernel = torch.exp(-x.square() / (2 * sigma**2))
     kernel = kernel / kernel.sum()
-    c = volume.shape[0]
-    out = volume[None]
-    for axis in range(3):
-        shape = [1, 1, 1]
-        shape[axis] = kernel.numel()
-        pad = [0] * 6
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r  # F.pad lists the last dimension first
-        out = F.conv3d(F.pad(out, pad, mode="replicate"), kernel.view(1, 1, *shape).expand(c, 1, *shape), groups=c)
-    return out[0]
+    rows = torch.arange(n).repeat_interleave(kernel.numel())
+    cols = (torch.arange(n)[:, None] + torch.arange(-r, r + 1)[None, :]).clamp(0, n - 1).reshape(-1)
+    m = torch.zeros(n, n, dtype=torch.float64).index_put_((rows, cols), kernel.repeat(n), accumulate=True)
+    return m.to(dtype=dtype, device=device)
+
+
+def gaussian_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian (std `sigma` voxels, edges replicated) on volumes (C, N, N, N).
+
+    Three matrix products (one per axis) instead of depthwise 3D convolutions: the same linear map,
+    and on the CPU about 30x faster with its backward (convolution_backward dominated the fine step)."""
+    if sigma <= 0:
+        return volume
+    c, n = volume.shape[0], volume.shape[1]
+    if volume.shape[1:] != (n, n, n):
+        raise ValueError(f"gaussian_blur expects a cubic volume (C, N, N, N), got {tuple(volume.shape)}")
+    m = blur_matrix(n, sigma, volume.dtype, volume.device)
+    out = volume @ m.T  # last axis
+    out = m @ out  # middle axis (matmul over the last two dimensions)
+    return (m @ out.reshape(c, n, n * n)).reshape(c, n, n, n)  # first axis
 
 
 class DMTetScene(nn.Module, Representation):
@@ -85,7 +95,8 @@ class DMTetScene(nn.Module, Representation):
         return self.grid.vertices + offsets * (0.5 * self.grid.cell_size)
 
     def mesh(self) -> MarchedMesh:
-        return marching_tets(self.vertices(), self.grid.tets, self.sdf())
+        sdf = self.sdf()
+        return marching_tets(self.vertices(), self.grid.tets, sdf, self.grid.candidate_tets(sdf))
 
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
         """The texture field's colour (N, 3) at world points (N, 3)."""

@@ -100,7 +100,10 @@ class _Interpolate(torch.autograd.Function):
             contrib = (grad_out.unsqueeze(1) * w.unsqueeze(-1)).reshape(-1, table.shape[1])
             grad_table = torch.zeros_like(table).index_add(0, idx.reshape(-1), contrib)
         if ctx.needs_input_grad[2]:
-            grad_w = (F.embedding(idx, table) * grad_out.unsqueeze(1)).sum(-1)
+            # index_select, not F.embedding: the same gather, but its backward (index_add, taken by the
+            # second-order pass of analytic normals) is ~5x faster than embedding_dense_backward on CPU.
+            corners = table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])  # (M, 8, F)
+            grad_w = (corners * grad_out.unsqueeze(1)).sum(-1)
         return grad_table, None, grad_w
 
 

@@ -92,10 +92,9 @@ class DiffusionGuidance:
         return info, dtype, unet, scheduler, text_loader
 
     def _optimize_memory(self, module: torch.nn.Module) -> None:
-        """CUDA memory options: sliced attention (else PyTorch's SDPA, diffusers' default) and channels_last."""
-        if self.device.type != "cuda":
-            return
-        if self.cfg.attention == "sliced" and hasattr(module, "set_attention_slice"):
+        """Sliced attention on CUDA (else PyTorch's SDPA, diffusers' default), and channels_last on any
+        device (oneDNN's convolutions skip a layout reorder: the toy U-Net's forward is ~10% faster on CPU)."""
+        if self.device.type == "cuda" and self.cfg.attention == "sliced" and hasattr(module, "set_attention_slice"):
             module.set_attention_slice("auto")
         if self.cfg.channels_last:
             module.to(memory_format=torch.channels_last)
@@ -207,7 +206,10 @@ class DiffusionGuidance:
     def unet_fn(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The U-Net on a batch: x_t (N, C, h, w), t (N,), emb (N, L, D), labels (N, 5) | None -> (N, C', h, w)."""
         kwargs = {} if labels is None else {"class_labels": labels.to(self.dtype)}
-        return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype), **kwargs).sample
+        x_t = x_t.to(self.dtype)
+        if self.cfg.channels_last:  # the layout the weights were given (_optimize_memory)
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        return self.unet(x_t, t, encoder_hidden_states=emb.to(self.dtype), **kwargs).sample
 
     def _text_components(self) -> tuple[Any, torch.nn.Module]:
         """The text loader's (tokenizer or pipeline, encoders), loaded on first use."""
