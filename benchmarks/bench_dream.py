@@ -36,6 +36,7 @@ BEFORE = "dc0f517"  # main before issue 29 (speed): the recipe and code the spee
 
 def export_tree(ref: str, dest: Path) -> Path:
     """A clean copy of commit `ref`'s files (git archive), so its scripts import its own package."""
+    dest.mkdir(parents=True, exist_ok=True)
     archive = dest / "tree.tar"
     subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), ref], check=True)
     with tarfile.open(archive) as tar:
