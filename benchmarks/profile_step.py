@@ -7,7 +7,8 @@ The default recipe (configs/toy.yaml, the bundled prior) in this process: the co
 `--warmup` steps (past the ambient-only start and the occupancy warm-up), then `--steps` steps are
 timed; the fine DMTet starts from that NeRF and is timed the same way. Each phase is timed
 inclusively (a phase inside another counts in both) by wrapping the function that does it; the
-backward pass is one phase, split afterwards by torch.profiler into its heaviest operators.
+backward pass is one phase. A few more steps then run under torch.profiler, whose heaviest
+operators (forward and backward together, by self time) say what inside the phases costs.
 Human-readable tables first; the last line is one JSON object (milliseconds a step, medians).
 """
 from __future__ import annotations
@@ -127,7 +128,7 @@ def timed_steps(trainer: Trainer, n: int, targets: Callable[[Trainer], list]) ->
     return timer.medians_ms()
 
 
-def backward_operators(trainer: Trainer, n: int, top: int = 8) -> list[tuple[str, float]]:
+def heaviest_operators(trainer: Trainer, n: int, top: int = 8) -> list[tuple[str, float]]:
     """The heaviest operators of n steps by self time (ms a step), from torch.profiler."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -169,7 +170,7 @@ def main() -> None:
         for _ in range(args.warmup):
             coarse.train_step()
         out["coarse_ms"] = timed_steps(coarse, args.steps, coarse_targets)
-        out["coarse_ops_ms"] = backward_operators(coarse, max(5, args.steps // 3))
+        out["coarse_ops_ms"] = heaviest_operators(coarse, max(5, args.steps // 3))
         print_table("coarse NeRF step", out["coarse_ms"], out["coarse_ops_ms"])
         start = time.perf_counter()
         fine = Trainer(fine_stage(cfg, device, coarse.rep), Workspace(Path(tmp) / "fine"), device,
@@ -178,7 +179,7 @@ def main() -> None:
         for _ in range(5):
             fine.train_step()
         out["fine_ms"] = timed_steps(fine, args.steps, fine_targets)
-        out["fine_ops_ms"] = backward_operators(fine, max(5, args.steps // 3))
+        out["fine_ops_ms"] = heaviest_operators(fine, max(5, args.steps // 3))
         print_table("fine DMTet step", out["fine_ms"], out["fine_ops_ms"])
         print(f"\nhand-over (coarse NeRF -> DMTet): {out['hand_over_s']} s")
     print(json.dumps(out))
