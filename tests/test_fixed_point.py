@@ -13,6 +13,10 @@ SMALL = ["fine.dmtet.resolution=24", "fine.train.resolution=32", "fine.train.bat
          "fine.train.lambertian_prob=1.0", "fine.train.textureless_prob=0.0", "export.mesh_resolution=48",
          "export.texture_size=64", "guidance.embedding_cache=null"]
 DARK_LIGHT = ["light.ambient=0.3", "light.diffuse=0.0"]  # every shaded render 0.3 x the albedo: far darker than the prior's
+# For the check that can fail: lit renders that teach colour (so that a mismatched shading reaches it),
+# read through the density's features. With the albedo's own grid at this 5x texture rate, matched
+# lit renders alone drift the colour by dE 7.7 in 30 steps (dim ones 7.4), so drift would not tell them apart.
+LIT_TEACHES_COLOUR = ["fine.train.lit_colour_gradient=true", "field.albedo_encoding=null"]
 
 
 def small_cfg(*extra):
@@ -29,14 +33,14 @@ def test_the_true_dmtet_is_the_true_cube_in_the_palette_colour():
 
 
 def test_fixed_point_reports_finite_drifts_and_fails_loudly_on_mismatched_shading(tmp_path, capsys):
-    matched = run_fixed_point(small_cfg(), "fine", 30, tmp_path / "matched", fit_steps=150)
+    matched = run_fixed_point(small_cfg(*LIT_TEACHES_COLOUR), "fine", 30, tmp_path / "matched", fit_steps=150)
     for key in MEASURES:
         assert math.isfinite(matched.drift[key]), key
     assert matched.before["delta_e"] < 3.0 and matched.before["genus"] == 0  # the truth, as the DMTet holds it
     assert json.loads((tmp_path / "matched" / "fixed_point.json").read_text())["stage"] == "fine"
     # The same check through the command, with renders the prior never saw: it names what drifted, exits 1
     code = fixed_point_main(["--prompt", "a red cube", "--stage", "fine", "--steps", "30", "--fit-steps", "150",
-                             "--out", str(tmp_path / "dim"), *SMALL, *DARK_LIGHT])
+                             "--out", str(tmp_path / "dim"), *SMALL, *LIT_TEACHES_COLOUR, *DARK_LIGHT])
     captured = capsys.readouterr()
     dim = json.loads(captured.out.strip().splitlines()[-1])["fine"]
     assert code == 1 and "fixed point: fine: delta_e drifted" in captured.err

@@ -8,8 +8,8 @@ Started from the same colour with its channels inside [0.05, 0.95], the fine sta
 the palette instead (ΔE 10.9 -> 0.8 in 300 steps; docs/toy-world.md, scripts/fixed_point.py).
 
 So the hand-over refits the albedo head, in closed form, so that on the starting surface it gives
-the coarse logits clamped to that range: a ridge regression of the clamped logits on the trunk's
-features, sampled at the surface and half a cell around it. Colours already inside the range are
+the coarse logits clamped to that range: a ridge regression of the clamped logits on the features
+the head reads, sampled at the surface and half a cell around it. Colours already inside the range are
 kept; the texture's pattern (a mark) stays, since the features are the coarse field's own.
 """
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 
 @torch.no_grad()
 def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float, high: float, ridge: float = 1e-3) -> float:
-    """Refit `colour.albedo_head` (a Linear on `colour.features`) so that at `points` (N, 3) it gives
+    """Refit `colour.albedo_head` (a Linear on `colour.albedo_features`) so that at `points` (N, 3) it gives
     the current logits clamped to [logit(low), logit(high)]. Returns the largest albedo change at
     the points (0 when nothing was out of range)."""
     if not 0.0 < low < high < 1.0:
         raise ValueError(f"the albedo range must satisfy 0 < low < high < 1, got [{low}, {high}]")
     head = colour.albedo_head
-    h = colour.features(points).float()  # (N, H)
+    h = colour.albedo_features(points).float()  # (N, H)
     logits = head(h)  # (N, 3)
     target = logits.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
     if torch.equal(target, logits):

@@ -101,7 +101,7 @@ class DMTetScene(nn.Module, Representation):
         """The texture field's colour (N, 3) at world points (N, 3)."""
         enabled = self.autocast_dtype is not None
         with torch.autocast(points.device.type, dtype=self.autocast_dtype or torch.float32, enabled=enabled):
-            return self.colour(points).albedo.float()
+            return self.colour.albedo(points).float()
 
     # ---- the representation interface --------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -43,6 +43,10 @@ class FieldConfig:
     # init). On the latent toy path a mid-grey start is a fixed point for "a white ...": lit white
     # and unlit grey look alike to it (scripts/colour_pull.py --start grey), a light start is not.
     initial_albedo: float | None = None
+    # The albedo's own hash grid (null: the albedo head reads the density's features). Apart, renders
+    # that train only the geometry (lit renders with the albedo detached, textureless ones) cannot
+    # move the colour through features it shares with the density.
+    albedo_encoding: HashGridConfig | None = None
 
     def validate(self, prefix: str = "") -> None:
         require_positive(prefix, "hidden_dim", self.hidden_dim)
@@ -94,6 +98,12 @@ class NeRFField(nn.Module):
             with torch.no_grad():
                 self.albedo_head.bias.fill_(math.log(cfg.initial_albedo / (1.0 - cfg.initial_albedo)))
         self.normal_head = nn.Linear(cfg.hidden_dim, 3)
+        self.albedo_encoding: nn.Module | None = None
+        self.albedo_trunk: nn.Module | None = None
+        if cfg.albedo_encoding is not None:
+            colour_seed = None if seed is None else seed + 1
+            self.albedo_encoding = make_encoding(cfg.albedo_encoding, device, cfg.encoding_backend, colour_seed)
+            self.albedo_trunk = mlp(self.albedo_encoding.output_dim, cfg.hidden_dim, cfg.hidden_dim, cfg.n_hidden_layers)
         self.blob_scale = 1.0  # multiplies the blob; a schedule may fade it during a run
         self.active_levels: int | None = None  # progressive training: finer hash-grid levels masked out
         self.to(device)
@@ -108,9 +118,11 @@ class NeRFField(nn.Module):
 
     # ---- parameter groups (the optimizer gives the encoding its own learning rate) -------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        colour = [] if self.albedo_encoding is None else list(self.albedo_encoding.parameters())
+        colour_net = [] if self.albedo_trunk is None else list(self.albedo_trunk.parameters())
         return {
-            "encoding": list(self.encoding.parameters()),
-            "network": list(self.trunk.parameters()) + list(self.density_head.parameters()) + list(self.albedo_head.parameters()),
+            "encoding": list(self.encoding.parameters()) + colour,
+            "network": list(self.trunk.parameters()) + list(self.density_head.parameters()) + list(self.albedo_head.parameters()) + colour_net,
             "normal_head": list(self.normal_head.parameters()),
         }
 
@@ -126,9 +138,12 @@ class NeRFField(nn.Module):
             b = cfg.blob_density * (1 - x.norm(dim=-1) / cfg.blob_radius)
         return self.blob_scale * b
 
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x / self.cfg.bound) * 0.5 + 0.5).clamp(0.0, 1.0)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        unit = ((x / self.cfg.bound) * 0.5 + 0.5).clamp(0.0, 1.0)
-        enc = self.encoding(unit)
+        """The density's features (N, hidden) at world points x (N, 3)."""
+        enc = self.encoding(self._unit(x))
         n_levels = self.cfg.encoding.n_levels
         if self.active_levels is not None and self.active_levels < n_levels:
             f = self.cfg.encoding.n_features_per_level
@@ -142,6 +157,18 @@ class NeRFField(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Density (N,) at world points x (N, 3)."""
         return self.density_from_features(self.features(x), x)
+
+    # ---- albedo -------------------------------------------------------------------------------
+    def albedo_features(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """The features (N, hidden) the albedo head reads at x: the density's (`h` when already
+        computed), or the albedo grid's. Positions get no gradient through the albedo grid."""
+        if self.albedo_encoding is None:
+            return self.features(x) if h is None else h
+        return self.albedo_trunk(self.albedo_encoding(self._unit(x.detach())))
+
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        """Albedo (N, 3) in [0, 1] at world points x (N, 3), without the density or normals."""
+        return torch.sigmoid(self.albedo_head(self.albedo_features(x)))
 
     # ---- normals ------------------------------------------------------------------------------
     def finite_difference_normal(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,7 +193,7 @@ class NeRFField(nn.Module):
             h = self.features(x)
             sigma = self.density_from_features(h, x)
             normal = None
-        albedo = torch.sigmoid(self.albedo_head(h))
+        albedo = torch.sigmoid(self.albedo_head(self.albedo_features(x, h)))
         predicted = F.normalize(self.normal_head(h), dim=-1)
         if normals == "finite_difference":
             normal = self.finite_difference_normal(x)
