@@ -1,5 +1,8 @@
 """The neural field: hash-grid features → density, albedo and predicted-normal heads.
 
+The albedo head may read a small hash grid of its own (`albedo_encoding`) instead of the density's
+features, so that renders which train only the geometry cannot move the colour.
+
 Density is `softplus(raw + blob(x))`: the blob is a fixed bias that makes the initial field a soft
 ball at the origin (DreamFusion's Gaussian or Magic3D's linear falloff), so the first renders show
 an object for the guidance to shape. `blob_scale` may be lowered during a run (a fading blob) so a
