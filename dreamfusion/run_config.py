@@ -19,6 +19,7 @@ from .dmtet.config import FineConfig
 from .guidance.config import GuidanceConfig
 from .loop import LoopConfig, Schedule, constant  # noqa: F401 (Schedule re-exported)
 from .paths import DEFAULT_OUTPUTS, bundled, data_dir, default_config  # noqa: F401 (DEFAULT_OUTPUTS re-exported)
+from .render.volume import SURFACE_OPTICAL_DEPTH
 from .scene import SceneConfig
 
 
@@ -43,6 +44,8 @@ class TrainConfig(LoopConfig):
     lambda_opacity_mean: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mean opacity (L1; its gradient is 1 even on empty rays)
     lambda_opacity_entropy: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # binary entropy of opacity: threestudio's "opaque"
     lambda_normal: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # predicted vs analytic normals
+    # spread of the weights along opaque rays (threestudio's z-variance): a surface, not a fog
+    lambda_depth_variance: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))
     blob_scale: Schedule = dataclasses.field(default_factory=lambda: constant(1.0))  # fade the density blob
     # Progressive hash grid (smooth analytic normals early, detail later): start with
     # progressive_start_levels levels, then from step progressive_begin unmask one more every
@@ -72,6 +75,7 @@ class FinalExportConfig:
     mesh: bool = True
     mesh_resolution: int = 128
     mesh_smooth: float = 0.025  # see ExportConfig.smooth
+    surface_optical_depth: float = SURFACE_OPTICAL_DEPTH  # see ExportConfig.surface_optical_depth
     texture_size: int = 512
     video: bool = True
     video_frames: int = 60
@@ -85,6 +89,7 @@ class FinalExportConfig:
         for name in ("mesh_resolution", "texture_size", "video_frames", "video_resolution"):
             require_positive(prefix, name, getattr(self, name))
         require_nonnegative(prefix, "mesh_smooth", self.mesh_smooth)
+        require_positive(prefix, "surface_optical_depth", self.surface_optical_depth)
 
 
 MAX_SEED = 2**63 - 1  # every generator the run seeds takes it (torch's and numpy's), and seed + k stays in range
@@ -139,7 +144,8 @@ class RunConfig(SceneConfig):
         from .export import ExportConfig
 
         e = self.export
-        return ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size, smooth=e.mesh_smooth)
+        return ExportConfig(resolution=e.mesh_resolution, texture_size=e.texture_size, smooth=e.mesh_smooth,
+                            surface_optical_depth=e.surface_optical_depth)
 
     def video_config(self):  # -> export.video.VideoConfig
         """The turntable written at the end of a run, framed by the run's camera ranges."""

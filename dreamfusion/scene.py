@@ -35,6 +35,18 @@ class SceneConfig:
     light: LightConfig = dataclasses.field(default_factory=LightConfig)
 
 
+def depth_variance(out: RenderOutput, min_opacity: float = 0.5) -> torch.Tensor:
+    """Mean over opaque rays of the variance of the sample distances under the compositing weights
+    (world units squared; threestudio's z-variance). Score distillation is content with a fog of a
+    few density units that turns opaque over a fifth of the object; this asks for a surface."""
+    opacity = out.opacity.reshape(-1).float()
+    mean_t = out.depth.reshape(-1).float() / opacity.clamp_min(1e-6)
+    w, idx = out.weights.float(), out.ray_indices
+    spread = torch.zeros_like(opacity).index_add(0, idx, w * (out.sample_t.float() - mean_t[idx]).square())
+    opaque = (opacity > min_opacity).to(spread.dtype)  # a mask, not an index: no wait for the device
+    return (spread / opacity.clamp_min(1e-6) * opaque).sum() / opaque.sum().clamp_min(1.0)
+
+
 def nerf_regularizers(out: RenderOutput) -> dict[str, torch.Tensor]:
     """DreamFusion's terms on one volume render, unweighted, keyed like TrainConfig's lambda_<key>."""
     opacity = out.opacity.float()
@@ -44,6 +56,8 @@ def nerf_regularizers(out: RenderOutput) -> dict[str, torch.Tensor]:
         "opacity_mean": opacity.mean(),
         "opacity_entropy": -(clamped * clamped.log() + (1 - clamped) * (1 - clamped).log()).mean(),
     }
+    if out.sample_t is not None:
+        terms["depth_variance"] = depth_variance(out)
     if out.sample_normals is not None:
         n_rays = out.opacity.numel()
         facing_away = (out.sample_normals * out.sample_dirs).sum(-1).clamp_min(0).square()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import trimesh
 
 from dreamfusion.cameras import turntable
 from dreamfusion.export import ExportConfig, ExportError, export_mesh, from_up_axis, load_exported_mesh
-from dreamfusion.export.mesh import decimate, density_grid, extract_mesh, fill_cavities
+from dreamfusion.export.mesh import LN2, decimate, density_grid, extract_mesh, fill_cavities
 from dreamfusion.export.texture import sample_texture
 from dreamfusion.export.video import MeshRenderer, VideoConfig, build_field_cache, render_turntable
 
@@ -35,8 +36,8 @@ def albedo_of(x: torch.Tensor) -> torch.Tensor:
 class SphereField:
     """NeRFField's interface (density(x), forward(x) -> .density/.albedo) for a soft sphere.
 
-    sigma = sigmoid((R - |x|) / s) / s: a ray entering head-on reaches optical depth ln 2 (half
-    transmittance, where the renderer draws the surface) exactly at |x| = R.
+    sigma = sigmoid((R - |x|) / s) / s: a ray entering head-on reaches optical depth tau at
+    |x| = R - s ln(e^tau - 1), so at exactly R for tau = ln 2 (half transmittance).
     """
 
     def __init__(self, radius: float = RADIUS, softness: float = SOFTNESS, centre=(0.0, 0.0, 0.0)):
@@ -71,8 +72,21 @@ class EmptyField(SphereField):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("sphere") / "mesh"
-    result = export_mesh(SphereField(), out, ExportConfig(resolution=64, texture_size=128), progress=False)
+    cfg = ExportConfig(resolution=64, texture_size=128, surface_optical_depth=LN2)  # the surface at RADIUS
+    result = export_mesh(SphereField(), out, cfg, progress=False)
     return out, result
+
+
+@pytest.mark.parametrize("optical_depth", [LN2, 0.1])
+def test_the_surface_sits_where_a_head_on_ray_reaches_the_optical_depth(optical_depth):
+    """A soft sphere's mesh lies where a head-on ray's optical depth reaches the setting: at the
+    median of a render's weights for ln 2, near the fog's skin for the default 0.1."""
+    softness = 0.06
+    mesh, _ = extract_mesh(SphereField(softness=softness), 96, 1.0, smooth=0.0, optical_depth=optical_depth)
+    expected = RADIUS - softness * math.log(math.expm1(optical_depth))
+    r = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(np.median(r) - expected) < 0.01, (np.median(r), expected)
+    assert ExportConfig().surface_optical_depth == 0.1
 
 
 def test_sphere_mesh_is_watertight_with_the_right_radius(exported):
@@ -205,7 +219,7 @@ def test_no_surface_gives_one_clear_error_and_no_files(tmp_path):
 
 def test_floaters_are_removed_and_decimation_keeps_the_shape():
     field = SumField(SphereField(), SphereField(0.06, centre=(0.8, 0.8, 0.8)))
-    mesh, _ = extract_mesh(field, 64)
+    mesh, _ = extract_mesh(field, 64, optical_depth=LN2)  # the surface at RADIUS (SphereField)
     assert len(mesh.split(only_watertight=False)) == 1
     small = decimate(mesh, 1500)
     assert 500 < len(small.faces) <= 1500
@@ -384,7 +398,7 @@ class HollowSphereField(SphereField):
 
 @pytest.mark.parametrize("smooth", [0.0, 0.025])
 def test_a_pocket_inside_the_object_leaves_no_hidden_surface(smooth):
-    mesh, _ = extract_mesh(HollowSphereField(), 64, smooth=smooth)
+    mesh, _ = extract_mesh(HollowSphereField(), 64, smooth=smooth, optical_depth=LN2)
     r = np.linalg.norm(mesh.vertices, axis=1)
     assert r.min() > 0.4, np.percentile(r, [0, 1, 5])  # the pocket's walls (r = 0.25) are gone
     assert np.median(np.abs(r - RADIUS)) < 0.02 * RADIUS

@@ -19,6 +19,7 @@ from dreamfusion.dmtet.config import DMTetConfig, FineTrainConfig
 from dreamfusion.dmtet.init import sdf_from_density
 from dreamfusion.dmtet.scene import DMTetScene
 from dreamfusion.eval.geometry import topology
+from dreamfusion.export.mesh import LN2
 from dreamfusion.field.encoding import HashGridConfig
 from dreamfusion.field.nerf import FieldConfig, NeRFField
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
@@ -63,7 +64,7 @@ def riddled_ball(x: torch.Tensor) -> torch.Tensor:
 
 def test_initial_sdf_closes_tunnels_and_drops_floaters():
     field = AnalyticField(riddled_ball)
-    sdf = sdf_from_density(field, 48, 1.0, close=3, smooth=1.0)
+    sdf = sdf_from_density(field, 48, 1.0, close=3, smooth=1.0, optical_depth=LN2)  # the surface at 0.5
     from dreamfusion.dmtet.grid import tet_grid
     from dreamfusion.dmtet.marching import marching_tets
 
@@ -97,9 +98,11 @@ def initial_mesh(sdf: torch.Tensor, resolution: int) -> trimesh.Trimesh:
 
 def test_the_opacity_hull_starts_a_soft_field_as_the_solid_its_renders_show():
     field = AnalyticField(soft_box)
-    level = initial_mesh(sdf_from_density(field, 40, 1.0, close=2), 40)
-    hull = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, solid="opacity_hull"), 40)
-    assert topology(level).genus == 1  # the iso-level leaves the column out: a tunnel
+    level = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, optical_depth=LN2), 40)
+    hull = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, solid="opacity_hull", optical_depth=LN2), 40)
+    assert topology(level).genus == 1  # the iso-level at the median of the weights leaves the column out: a tunnel
+    skin = initial_mesh(sdf_from_density(field, 40, 1.0, close=2), 40)
+    assert topology(skin).genus == 0  # at the skin's optical depth (the default) the column is inside
     assert hull.is_watertight and topology(hull).genus == 0 and topology(hull).components == 1
     half = np.abs(hull.vertices).max(axis=1)
     assert abs(np.median(half) - 0.4) < 0.05  # the box's faces, where the renders put them (a cell is 0.05)
@@ -116,11 +119,11 @@ def test_level_or_hull_keeps_both_solids_and_closes_the_soft_box():
     field = AnalyticField(soft_box)
     grid, _ = density_grid(field, 41, 1.0)
     spacing = 2.0 / 40
-    level = auto_level(grid, spacing)
-    solids = {name: starting_solid(grid, spacing, level, name) for name in ("level", "opacity_hull", "level_or_hull")}
+    level = auto_level(grid, spacing, LN2)  # where the level set has the column's tunnel
+    solids = {name: starting_solid(grid, spacing, level, name, LN2) for name in ("level", "opacity_hull", "level_or_hull")}
     assert np.array_equal(solids["level_or_hull"], solids["level"] | solids["opacity_hull"])
     assert solids["level_or_hull"].sum() > solids["level"].sum()  # the column filled
-    union = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, solid="level_or_hull"), 40)
+    union = initial_mesh(sdf_from_density(field, 40, 1.0, close=2, solid="level_or_hull", optical_depth=LN2), 40)
     assert union.is_watertight and topology(union).genus == 0 and topology(union).components == 1
     assert abs(np.median(np.abs(union.vertices).max(axis=1)) - 0.4) < 0.05
     with pytest.raises(ValueError, match="unknown starting solid"):

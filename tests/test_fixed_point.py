@@ -3,6 +3,8 @@ finite drifts, and a stage given renders the prior never saw (mismatched shading
 import json
 import math
 
+import numpy as np
+
 from dreamfusion.cli.errors import run_cli
 from dreamfusion.cli.fixed_point import main as fixed_point_main
 from dreamfusion.eval.fixed_point import MEASURES, run_fixed_point, true_fine_scene
@@ -30,6 +32,19 @@ def test_the_true_dmtet_is_the_true_cube_in_the_palette_colour():
     assert mesh.faces.shape[0] > 100
     colours = rep.albedo(mesh.vertices).detach()
     assert (colours.mean(0) - colours.new_tensor([0.85, 0.12, 0.10])).abs().max() < 0.05
+
+
+def test_the_true_density_is_meshed_on_the_true_surface():
+    """The truth a coarse stage starts from has its skin, where meshes are placed, on the true
+    surface: the true sphere is meshed at its radius, not a shell's softness outside it."""
+    from dreamfusion.eval.fixed_point import true_density
+    from dreamfusion.export.mesh import extract_mesh
+
+    from analytic_fields import AnalyticField
+
+    mesh, _ = extract_mesh(AnalyticField(lambda x: true_density(x.norm(dim=-1) - 0.4)), 128, smooth=0.0)
+    r = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(np.median(r) - 0.4) < 0.004, np.median(r)
 
 
 def test_fixed_point_reports_finite_drifts_and_fails_loudly_on_mismatched_shading(tmp_path, capsys):

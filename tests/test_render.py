@@ -12,6 +12,7 @@ from dreamfusion.render.occupancy import OccupancyConfig
 from dreamfusion.render.renderer import RenderConfig, VolumeRenderer
 from dreamfusion.render.shading import LightConfig, sample_lights, shade
 from dreamfusion.render.volume import compositing_weights
+from dreamfusion.scene import depth_variance
 
 from analytic_fields import AnalyticField, slab, soft_sphere
 
@@ -45,6 +46,44 @@ def test_constant_density_slab_opacity():
         expected = 1 - math.exp(-sigma * width)
         # rays within the 10° field of view cross the slab at most 0.4% obliquely
         assert torch.allclose(out.opacity, torch.full_like(out.opacity, expected), atol=5e-3)
+
+
+def test_depth_variance_of_a_fog_slab_and_of_a_surface():
+    """The weights in a constant fog follow a truncated exponential: the term is its variance.
+    A sharp surface has none; rays that stay mostly transparent do not count."""
+    sigma, width = 6.0, 0.5
+    r = dense_renderer(AnalyticField(slab(sigma, width / 2)), n_samples=1024)
+    q = math.exp(-sigma * width)
+    mean = 1 / sigma - width * q / (1 - q)
+    second = 2 / sigma**2 - (width**2 + 2 * width / sigma) * q / (1 - q)
+    fog = depth_variance(r(camera_on_x(), 4, 4))
+    assert fog.item() == pytest.approx(second - mean**2, rel=0.02)
+    surface = dense_renderer(AnalyticField(soft_sphere(0.5, sharpness=400.0)), n_samples=1024)
+    assert depth_variance(surface(camera_on_x(2.0, fovy=2.0), 2, 2)).item() < 1e-4
+    thin = dense_renderer(AnalyticField(slab(1.0, 0.25)), n_samples=256)  # opacity 0.39 < 0.5
+    assert depth_variance(thin(camera_on_x(), 2, 2)).item() == 0.0
+
+
+def test_a_mesh_point_takes_the_colour_a_head_on_render_shows():
+    """At the skin of a fog whose colour changes with depth (pale outside, saturated within), the
+    composite along the inward normal is what a render looking straight at the point shows, not the
+    albedo at the point."""
+    from dreamfusion.render.surface_colour import density_normals, rendered_albedo
+
+    density = lambda x: 40.0 * torch.sigmoid((0.5 - x.norm(dim=-1)) / 0.03)  # noqa: E731
+    pale, deep = torch.tensor([0.9, 0.8, 0.8]), torch.tensor([0.8, 0.1, 0.1])
+    albedo = lambda x: torch.lerp(deep, pale, ((x.norm(dim=-1, keepdim=True) - 0.45) / 0.1).clamp(0, 1))  # noqa: E731
+    field = AnalyticField(density, albedo)
+    out = dense_renderer(field, n_samples=2048)(camera_on_x(2.0, fovy=0.5), 1, 1)
+    shown = (out.albedo / out.opacity).reshape(3)
+    skin = torch.tensor([[0.56, 0.0, 0.0]])  # where the optical depth from outside is about 0.1
+    normal = density_normals(density, skin, 0.03)
+    assert torch.allclose(normal, torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-4)
+    got = rendered_albedo(density, albedo, skin, outside=0.1, inside=0.3, samples=256)[0]
+    assert torch.allclose(got, shown, atol=0.01), (got, shown)
+    assert (albedo(skin)[0] - shown).abs().max() > 0.1  # the albedo at the point would be another colour
+    empty = rendered_albedo(lambda x: torch.zeros_like(x[:, 0]), albedo, skin)  # nothing to composite
+    assert torch.allclose(empty, albedo(skin))
 
 
 def test_thin_shell_depth_and_colour():

@@ -338,6 +338,15 @@ def test_export_without_checkpoint_is_refused(ws, capsys, script):
     assert snapshot(ws) == before
 
 
+@pytest.mark.parametrize("value", ["0", "-0.1"])
+def test_export_refuses_a_surface_at_no_optical_depth(ws, capsys, value):
+    before = snapshot(ws)
+    code = export_mesh.main(["--workspace", str(ws), "--stage", "coarse", "--resolution", "32", "--quiet", "--optical-depth", value])
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "--optical-depth (export.surface_optical_depth) must be > 0")
+    assert snapshot(ws) == before
+
+
 def poison_field(ws: Path) -> None:
     """A checkpoint that loads but whose field is NaN everywhere (a diverged run saved before the guard)."""
     path = ws / "checkpoints" / "last.pt"

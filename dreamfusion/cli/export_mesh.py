@@ -39,7 +39,10 @@ def parser() -> argparse.ArgumentParser:
                    help="which stage to export (default: the run's last; a refined run's coarse mesh goes to DIR/coarse/mesh)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid points per axis (default 256)")
     p.add_argument("--threshold", type=threshold_arg, default=None, metavar="auto|FLOAT",
-                   help="density iso-level; auto (default) puts the surface where renders become opaque")
+                   help="density iso-level; auto (default) puts the surface at the field's skin (see --optical-depth)")
+    p.add_argument("--optical-depth", type=float, default=ExportConfig.surface_optical_depth, metavar="TAU",
+                   help="with auto: the surface lies where a head-on ray's optical depth reaches TAU "
+                        f"(default {ExportConfig.surface_optical_depth}; 0.693 = the median of a render's weights, deeper in a soft field)")
     p.add_argument("--texture-size", type=int, default=1024, help="albedo texture width and height (default 1024)")
     p.add_argument("--formats", type=subset_arg(FORMATS), default=FORMATS, help="comma-separated: obj,glb,ply (default all)")
     p.add_argument("--smooth", type=float, default=ExportConfig.smooth, metavar="STD",
@@ -57,7 +60,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return args
     cfg = ExportConfig(
         resolution=args.resolution, threshold=args.threshold, texture_size=args.texture_size,
-        formats=args.formats, decimate=args.decimate, up=args.up, smooth=args.smooth,
+        formats=args.formats, decimate=args.decimate, up=args.up, smooth=args.smooth, surface_optical_depth=args.optical_depth,
     )
     try:
         cfg.validate()

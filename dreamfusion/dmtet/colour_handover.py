@@ -20,16 +20,22 @@ import torch
 
 
 @torch.no_grad()
-def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float, high: float, ridge: float = 1e-3) -> float:
+def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float, high: float, ridge: float = 1e-3,
+                       target: torch.Tensor | None = None) -> float:
     """Refit `colour.albedo_head` (a Linear on `colour.albedo_features`) so that at `points` (N, 3) it gives
-    the current logits clamped to [logit(low), logit(high)]. Returns the largest albedo change at
-    the points (0 when nothing was out of range)."""
+    the current logits, or those of the `target` albedo (N, 3) where given, clamped to
+    [logit(low), logit(high)]. Returns the largest albedo change at the points (0 when nothing
+    changed)."""
     if not 0.0 < low < high < 1.0:
         raise ValueError(f"the albedo range must satisfy 0 < low < high < 1, got [{low}, {high}]")
     head = colour.albedo_head
     h = colour.albedo_features(points).float()  # (N, H)
     logits = head(h)  # (N, 3)
-    target = logits.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
+    if target is not None:
+        logits_wanted = torch.logit(target.float().clamp(1e-6, 1 - 1e-6)).to(logits.dtype)
+    else:
+        logits_wanted = logits
+    target = logits_wanted.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
     if torch.equal(target, logits):
         return 0.0
     a = torch.cat([h, torch.ones_like(h[:, :1])], 1)  # (N, H + 1): features and the bias

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..export.mesh import DEFAULT_SMOOTH, LN2, ExportError, auto_level, density_grid, fill_cavities
+from ..export.mesh import DEFAULT_SMOOTH, ExportError, auto_level, density_grid, fill_cavities
+from ..render.volume import SURFACE_OPTICAL_DEPTH
 
 
 class NoSurfaceError(ExportError):
@@ -39,31 +40,32 @@ def clean_solid(inside: np.ndarray, close: int) -> np.ndarray:
     return ndi.binary_fill_holes(inside)
 
 
-def opacity_hull(grid: np.ndarray, spacing: float) -> np.ndarray:
+def opacity_hull(grid: np.ndarray, spacing: float, optical_depth: float = SURFACE_OPTICAL_DEPTH) -> np.ndarray:
     """The points behind the rendered surface from all six axis directions: (N, N, N) bool.
 
     A point is inside when, seen from each of the six axis directions, the optical depth in front
-    of it has reached ln 2 (where a render draws the surface). A soft coarse field that renders as
-    a solid box but whose density dips below the iso-level across its faces (a level set full of
-    holes) gives its whole opaque volume; concavities seen through along some axis (a torus's
-    hole) stay open, as in the renders."""
+    of it has reached `optical_depth` (where the surface is placed: export.mesh.auto_level). A soft
+    coarse field that renders as a solid box but whose density dips below the iso-level across its
+    faces (a level set full of holes) gives its whole opaque volume; concavities seen through along
+    some axis (a torus's hole) stay open, as in the renders."""
     g = np.maximum(grid.astype(np.float32, copy=False), 0.0)
     inside = np.ones(g.shape, bool)
     for axis in range(3):
         seg = np.moveaxis(g, axis, 0) * spacing  # (L, A, B): the depth each sample adds
         front = np.cumsum(seg, axis=0) - 0.5 * seg  # optical depth in front of each sample, from one side
         back = np.cumsum(seg[::-1], axis=0)[::-1] - 0.5 * seg  # and from the other
-        inside &= np.moveaxis((front >= LN2) & (back >= LN2), 0, axis)
+        inside &= np.moveaxis((front >= optical_depth) & (back >= optical_depth), 0, axis)
     return inside
 
 
-def starting_solid(grid: np.ndarray, spacing: float, level: float, solid: str) -> np.ndarray:
+def starting_solid(grid: np.ndarray, spacing: float, level: float, solid: str,
+                   optical_depth: float = SURFACE_OPTICAL_DEPTH) -> np.ndarray:
     """The raw solid (N, N, N) bool the hand-over cleans: the density above its opaque `level`
     ("level"), what renders opaque from all six axis directions ("opacity_hull"), or either
     ("level_or_hull").
 
     The two fail on different fields. The level set of a soft field has holes across faces that
-    render opaque; the hull, which needs optical depth ln 2 both in front of and behind a point
+    render opaque; the hull, which needs `optical_depth` both in front of and behind a point
     along each axis, erodes a speckled field's thin, dense parts and can leave a small, riddled
     core of a body whose level set is whole. Their union keeps the level set where it is whole and
     fills its holes from the hull (a hole over the hull's eroded core is left as a pit, which the
@@ -71,9 +73,9 @@ def starting_solid(grid: np.ndarray, spacing: float, level: float, solid: str) -
     if solid == "level":
         return fill_cavities(grid, level) > level
     if solid == "opacity_hull":
-        return opacity_hull(grid, spacing)
+        return opacity_hull(grid, spacing, optical_depth)
     if solid == "level_or_hull":
-        return (fill_cavities(grid, level) > level) | opacity_hull(grid, spacing)
+        return (fill_cavities(grid, level) > level) | opacity_hull(grid, spacing, optical_depth)
     raise ValueError(f"unknown starting solid {solid!r}; known: level, opacity_hull, level_or_hull")
 
 
@@ -100,11 +102,13 @@ def signed_distance(inside: np.ndarray, spacing: float, smooth: float, density: 
 
 @torch.no_grad()
 def sdf_from_density(field: object, resolution: int, bound: float, close: int = 4, smooth: float = 1.0,
-                     density_smooth: float = DEFAULT_SMOOTH, solid: str = "level") -> torch.Tensor:
+                     density_smooth: float = DEFAULT_SMOOTH, solid: str = "level",
+                     optical_depth: float = SURFACE_OPTICAL_DEPTH) -> torch.Tensor:
     """The initial SDF ((R+1)^3,) float32 on the tet lattice of `resolution` R spanning [-bound, bound]^3
     (lattice index i*(R+1)^2 + j*(R+1) + k, as dmtet.grid), from `field.density`. `solid`: "level"
     (the density above its opaque iso-level), "opacity_hull" (what renders opaque) or "level_or_hull"
-    (either; see starting_solid).
+    (either; see starting_solid). `optical_depth`: where along a head-on ray the surface is placed
+    (export.mesh.auto_level).
 
     Raises NoSurfaceError when no ray through the field becomes opaque (an emptied coarse run)."""
     import scipy.ndimage as ndi
@@ -115,10 +119,10 @@ def sdf_from_density(field: object, resolution: int, bound: float, close: int = 
     if density_smooth > 0:
         grid = ndi.gaussian_filter(grid, density_smooth / spacing, mode="nearest")
     try:  # on the smoothed density: its opaque surface, not the raw one's pushed out by the blur
-        level = auto_level(grid, spacing)
+        level = auto_level(grid, spacing, optical_depth)
     except ExportError as err:
         raise NoSurfaceError(str(err)) from None
-    inside = clean_solid(starting_solid(grid, spacing, level, solid), close)
+    inside = clean_solid(starting_solid(grid, spacing, level, solid, optical_depth), close)
     if not inside.any():
         raise NoSurfaceError("the coarse field's solid vanishes once cleaned (it is thinner than the fine grid's cells)")
     return torch.from_numpy(signed_distance(inside, spacing, smooth, grid, level).astype(np.float32)).reshape(-1)

@@ -163,18 +163,22 @@ def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field
     from .init import sdf_from_density
 
     bound = coarse_field.cfg.bound
-    base = sdf_from_density(coarse_field.eval(), cfg.resolution, bound, cfg.init_close, cfg.init_smooth, solid=cfg.init_solid)
+    base = sdf_from_density(coarse_field.eval(), cfg.resolution, bound, cfg.init_close, cfg.init_smooth, solid=cfg.init_solid,
+                            optical_depth=cfg.init_optical_depth)
     colour = copy.deepcopy(coarse_field) if cfg.texture == "coarse" else NeRFField(coarse_field.cfg, device=device, seed=seed + 1)
     colour.blob_scale, colour.active_levels = 0.0, None  # the colour field is read for its albedo only
     scene = DMTetScene(cfg, loop, colour.train(), copy.deepcopy(coarse_background), base, bound, device)
     if cfg.texture == "coarse" and cfg.texture_range is not None:
+        from ..render.surface_colour import rendered_albedo
         from .colour_handover import clamp_albedo_range, surface_points
 
         start = scene.mesh()
         if start.faces.shape[0] > 0:
             gen = torch.Generator().manual_seed(seed)
             points = surface_points(start.vertices.detach(), 0.5 * scene.grid.cell_size, generator=gen)
-            clamp_albedo_range(colour, points, *cfg.texture_range)
+            # the colour the coarse renders showed there, not the albedo at the fog's skin
+            shown = rendered_albedo(coarse_field.density, coarse_field.albedo, points)
+            clamp_albedo_range(colour, points, *cfg.texture_range, target=shown)
     return scene
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
+from ..render.volume import SURFACE_OPTICAL_DEPTH
 from ..representation import Representation
 from ..run_config import RunConfig
 from ..toyworld.scenes import albedo as true_albedo, sdf as true_sdf
@@ -67,10 +69,24 @@ def toy_truth(prompt: str) -> tuple[str, str]:
         raise ConfigError(f"{err}: checks against the truth need a toy-world prompt, whose true object is known") from None
 
 
+def true_density(sdf: torch.Tensor, density: float = 60.0, sharpness: float = 0.015,
+                 skin_depth: float | None = SURFACE_OPTICAL_DEPTH) -> torch.Tensor:
+    """The density of the true object as a NeRF holds it: `density` * sigmoid(-(sdf + shift) /
+    sharpness), an opaque shell within a fraction of a render step.
+
+    `shift` puts the shell's skin, where a head-on ray's optical depth reaches `skin_depth` (where
+    meshes are placed and a render's silhouette lies), on the true surface: a head-on ray has
+    density * sharpness * ln(1 + exp(-shift / sharpness)) of it in front of the surface. Unshifted,
+    the true torus was meshed 0.023 from the truth, with a fat tube. None: no shift (the shell
+    centred on the surface)."""
+    shift = 0.0 if skin_depth is None else -sharpness * math.log(math.expm1(skin_depth / (density * sharpness)))
+    return density * torch.sigmoid(-(sdf + shift) / sharpness)
+
+
 def fit_true_field(field_: torch.nn.Module, shape: str, colour: str, steps: int = 600, density: float = 60.0,
-                   sharpness: float = 0.015, seed: int = 0, batch: int = 8192) -> float:
-    """Regress a NeRFField onto the toy object: density `density` * sigmoid(-sdf / sharpness) (an
-    opaque shell within a fraction of a render step) and the true albedo. Returns the last loss."""
+                   sharpness: float = 0.015, seed: int = 0, batch: int = 8192,
+                   skin_depth: float | None = SURFACE_OPTICAL_DEPTH) -> float:
+    """Regress a NeRFField onto the toy object (true_density) and its true albedo. Returns the last loss."""
     gen = torch.Generator().manual_seed(seed)
     device = next(field_.parameters()).device
     bound = field_.cfg.bound
@@ -81,7 +97,7 @@ def fit_true_field(field_: torch.nn.Module, shape: str, colour: str, steps: int 
         near = box[: batch // 2] * 0.7  # half the points near the object, where the surface is
         p = torch.cat([box[batch // 2:], near]).to(device)
         d = true_sdf(shape, p.cpu()).to(device)
-        target_sigma = density * torch.sigmoid(-d / sharpness)
+        target_sigma = true_density(d, density, sharpness, skin_depth)
         out = field_(p)
         # log-density error (inside and outside matter alike) + albedo, weighted toward the surface
         sigma_loss = (torch.log1p(out.density) - torch.log1p(target_sigma)).square().mean()
@@ -125,7 +141,7 @@ def true_fine_scene(cfg: RunConfig, shape: str, colour: str, device: torch.devic
 
     colour_field = NeRFField(cfg.field, device=device, seed=cfg.seed + 1)
     colour_field.blob_scale, colour_field.active_levels = 0.0, None  # as fine_scene_from_coarse reads it
-    fit_true_field(colour_field, shape, colour, steps=fit_steps, seed=cfg.seed)
+    fit_true_field(colour_field, shape, colour, steps=fit_steps, seed=cfg.seed, skin_depth=None)  # only its albedo is read
     d = cfg.fine.dmtet
     grid = tet_grid(d.resolution, cfg.field.bound)
     base = true_sdf(shape, grid.vertices.cpu()).float()

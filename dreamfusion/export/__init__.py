@@ -19,6 +19,8 @@ import torch
 import trimesh
 
 from ..checkpoint import atomic_write
+from ..render.surface_colour import rendered_albedo
+from ..render.volume import SURFACE_OPTICAL_DEPTH
 from .mesh import DEFAULT_SMOOTH, ExportError, evaluate_points, extract_mesh, field_device
 from .texture import UVMesh, bake_albedo_texture
 
@@ -51,6 +53,7 @@ class ExportConfig:
     up: Literal["z", "y"] | None = None  # OBJ and PLY: None = DEFAULT_UP; "y" = +y up, front (+x) toward +z. GLB is always +y
     min_component_ratio: float = 0.05  # floaters: components with less area than this x the largest
     smooth: float = DEFAULT_SMOOTH  # std (world units) of the Gaussian on the density grid before marching cubes; 0 = off
+    surface_optical_depth: float = SURFACE_OPTICAL_DEPTH  # the automatic level: where a head-on ray's optical depth reaches this
     chunk: int = 65536  # points per field call
 
     def validate(self) -> None:
@@ -63,6 +66,9 @@ class ExportConfig:
             raise ExportError(f"--formats must be a comma-separated subset of {','.join(FORMATS)}, got {','.join(self.formats)}")
         if self.up is not None and self.up not in UP_AXES:
             raise ExportError(f"--up must be z or y, got {self.up}")
+        if not self.surface_optical_depth > 0:
+            raise ExportError(f"--optical-depth (export.surface_optical_depth) must be > 0 (0.693 puts the surface at the "
+                              f"median of a render's weights), got {self.surface_optical_depth}")
         if not self.smooth >= 0:
             raise ExportError(f"--smooth must be >= 0 (world units), got {self.smooth}")
         if self.decimate is not None and self.decimate < 4:
@@ -128,7 +134,8 @@ def _textured_mesh(uvm: UVMesh, normals: np.ndarray, image: np.ndarray, up: str,
 
 
 def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = None, bound: float | None = None, progress: bool = True) -> ExportResult:
-    """Export `field` (anything with density(x) and forward(x).albedo) as mesh files into out_dir.
+    """Export `field` (anything with density(x) and forward(x).albedo) as mesh files into out_dir,
+    coloured with what a render shows at each surface point (render/surface_colour.py).
 
     Raises ExportError (one sentence with the likely fix) when there is no surface; nothing is
     written then.
@@ -138,9 +145,12 @@ def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = N
     bound = float(bound if bound is not None else getattr(getattr(field, "cfg", None), "bound", 1.0))
     start = time.perf_counter()
     mesh, level = extract_mesh(
-        field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk, smooth=cfg.smooth
+        field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk, smooth=cfg.smooth,
+        optical_depth=cfg.surface_optical_depth,
     )
-    return write_textured_mesh(mesh, lambda x: field(x).albedo, field_device(field), out_dir, cfg, progress,
+    albedo = getattr(field, "albedo", None) or (lambda x: field(x).albedo)
+    shown = lambda x: rendered_albedo(field.density, albedo, x)  # noqa: E731 (the colour renders show at the skin)
+    return write_textured_mesh(mesh, shown, field_device(field), out_dir, cfg, progress,
                                level=level, seconds={"mesh": time.perf_counter() - start})
 
 

@@ -55,6 +55,7 @@ class RenderOutput:
     sample_normals: torch.Tensor | None = None  # (N, 3)
     sample_predicted_normals: torch.Tensor | None = None  # (N, 3)
     sample_dirs: torch.Tensor | None = None  # (N, 3) unit view directions
+    sample_t: torch.Tensor | None = None  # (N,) distance of each sample along its ray
     extras: dict = field(default_factory=dict)  # what a representation's own regularizers read (e.g. the mesh)
 
 
@@ -192,6 +193,7 @@ class VolumeRenderer(nn.Module):
             "weights": weights,
             "ray_indices": ray_idx,
             "sample_dirs": d,
+            "sample_t": t,
         }
         if out.normal is not None:
             result["sample_normals"] = out.normal
@@ -239,6 +241,7 @@ class VolumeRenderer(nn.Module):
             sample_normals=res.get("sample_normals"),
             sample_predicted_normals=res.get("sample_predicted_normals"),
             sample_dirs=res["sample_dirs"],
+            sample_t=res["sample_t"],
         )
 
     def _render_chunked(self, o, d, light_per_ray, args) -> dict[str, torch.Tensor]:

@@ -10,6 +10,11 @@ import torch
 
 from ..utils import random
 
+# Where a soft field's surface is placed (meshes, the fine stage's start): the point where a head-on
+# ray's optical depth reaches this, near its skin rather than at the median of its weights (ln 2).
+# export.mesh.auto_level says why.
+SURFACE_OPTICAL_DEPTH = 0.1
+
 
 def ray_box_intersection(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Entry/exit distances (R,) of rays (R, 3) with the box [-bound, bound]^3, and a hit mask (R,)."""
