@@ -31,16 +31,13 @@ def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float
     head = colour.albedo_head
     h = colour.albedo_features(points).float()  # (N, H)
     logits = head(h)  # (N, 3)
-    if target is not None:
-        logits_wanted = torch.logit(target.float().clamp(1e-6, 1 - 1e-6)).to(logits.dtype)
-    else:
-        logits_wanted = logits
-    target = logits_wanted.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
-    if torch.equal(target, logits):
+    wanted = logits if target is None else torch.logit(target.float().clamp(1e-6, 1 - 1e-6)).to(logits.dtype)
+    wanted = wanted.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
+    if torch.equal(wanted, logits):
         return 0.0
     a = torch.cat([h, torch.ones_like(h[:, :1])], 1)  # (N, H + 1): features and the bias
     gram = a.T @ a + ridge * a.shape[0] * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
-    solution = torch.linalg.solve(gram, a.T @ target)  # (H + 1, 3)
+    solution = torch.linalg.solve(gram, a.T @ wanted)  # (H + 1, 3)
     head.weight.copy_(solution[:-1].T.to(head.weight.dtype))
     head.bias.copy_(solution[-1].to(head.bias.dtype))
     return float((torch.sigmoid(head(h)) - torch.sigmoid(logits)).abs().max())

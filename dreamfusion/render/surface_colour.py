@@ -39,10 +39,10 @@ def rendered_albedo(density: Fn, albedo: Fn, points: torch.Tensor, normals: torc
     density), and runs `inside` into the object with `samples` samples; where it stays nearly
     transparent (opacity < 0.05), the albedo at the point itself is kept."""
     out = []
+    t = torch.linspace(-outside, inside, samples, dtype=points.dtype, device=points.device)  # (S,) depth behind a point
     for start in range(0, points.shape[0], chunk):
         p = points[start : start + chunk]
         n = normals[start : start + chunk] if normals is not None else density_normals(density, p, normal_step)
-        t = torch.linspace(-outside, inside, samples, dtype=p.dtype, device=p.device)  # (S,) depth behind the point
         x = p[:, None, :] - t[None, :, None] * n[:, None, :]  # (R, S, 3)
         flat = x.reshape(-1, 3)
         sigma = density(flat).reshape(p.shape[0], samples).float()
@@ -50,5 +50,8 @@ def rendered_albedo(density: Fn, albedo: Fn, points: torch.Tensor, normals: torc
         w = compositing_weights(sigma, torch.full_like(sigma, (outside + inside) / (samples - 1)))
         opacity = w.sum(-1, keepdim=True)
         composite = (w[..., None] * colour).sum(1) / opacity.clamp_min(1e-6)
-        out.append(torch.where(opacity > 0.05, composite, albedo(p).float()))
+        clear = opacity[:, 0] <= 0.05  # nothing to composite: the albedo at the point itself
+        if bool(clear.any()):
+            composite[clear] = albedo(p[clear]).float()
+        out.append(composite)
     return torch.cat(out) if out else torch.zeros(0, 3, device=points.device)
