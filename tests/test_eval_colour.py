@@ -14,7 +14,7 @@ def textured_sphere(folder, rgb):
     """A sphere exported through the real exporter (UV atlas, baked texture, obj/glb/ply) in one colour."""
     colour = torch.tensor(rgb, dtype=torch.float32)
     mesh = trimesh.creation.icosphere(3, 0.5)
-    write_textured_mesh(mesh, lambda x: colour.expand(x.shape[0], 3), torch.device("cpu"), folder,
+    write_textured_mesh(mesh, lambda x, _n: colour.expand(x.shape[0], 3), torch.device("cpu"), folder,
                         ExportConfig(texture_size=128), progress=False)
     return folder
 
@@ -52,7 +52,7 @@ def test_texture_mean_reads_the_texture_not_the_vertices(tmp_path):
     """Half the sphere red, half blue: the mean is the area mix, from the baked texture."""
     red, blue = torch.tensor(COLOURS["red"]), torch.tensor(COLOURS["blue"])
     mesh = trimesh.creation.icosphere(4, 0.5)
-    write_textured_mesh(mesh, lambda x: torch.where(x[:, :1] > 0, red, blue), torch.device("cpu"), tmp_path,
+    write_textured_mesh(mesh, lambda x, _n: torch.where(x[:, :1] > 0, red, blue), torch.device("cpu"), tmp_path,
                         ExportConfig(texture_size=256, formats=("obj",)), progress=False)
     assert np.allclose(mean_texture_colour(tmp_path), (red + blue).numpy() / 2, atol=0.02)
 

@@ -157,7 +157,7 @@ def test_shelf_packing_fallback_bakes_the_same_colours():
 
     mesh, _ = extract_mesh(SphereField(), 48)
     uvm = uv_atlas(mesh, 128, max_xatlas_charts=0)
-    image, mask = bake_texture(lambda x: albedo_of(x), uvm, 128)
+    image, mask = bake_texture(lambda x, _n: albedo_of(x), uvm, 128)
     image = fill_texture(image, mask)
     tm = trimesh.Trimesh(uvm.vertices, uvm.faces, process=False)
     points, face = trimesh.sample.sample_surface(tm, 5000, seed=1)

@@ -86,6 +86,30 @@ def test_a_mesh_point_takes_the_colour_a_head_on_render_shows():
     assert torch.allclose(empty, albedo(skin))
 
 
+def test_the_exported_texture_shows_the_colour_a_head_on_render_shows(tmp_path):
+    """The export composites through its own density grid along the mesh's normals (not the
+    field's finite differences): on the pale-skinned fog above, every texel still shows what the
+    volume renderer shows head-on, not the pale albedo at the skin where the mesh lies."""
+    import numpy as np
+    import trimesh
+
+    from dreamfusion.export import ExportConfig, export_mesh
+
+    density = lambda x: 40.0 * torch.sigmoid((0.5 - x.norm(dim=-1)) / 0.03)  # noqa: E731
+    pale, deep = torch.tensor([0.9, 0.8, 0.8]), torch.tensor([0.8, 0.1, 0.1])
+    albedo = lambda x: torch.lerp(deep, pale, ((x.norm(dim=-1, keepdim=True) - 0.45) / 0.1).clamp(0, 1))  # noqa: E731
+    field = AnalyticField(density, albedo)
+    out = dense_renderer(field, n_samples=2048)(camera_on_x(2.0, fovy=0.5), 1, 1)
+    shown = (out.albedo / out.opacity).reshape(3)
+    export_mesh(field, tmp_path, ExportConfig(resolution=96, texture_size=256, formats=("obj", "ply")), progress=False)
+    ply = trimesh.load(tmp_path / "model.ply", process=False)
+    radius = np.linalg.norm(np.asarray(ply.vertices), axis=1)
+    skin = 0.5 - 0.03 * math.log(math.expm1(0.1 / (40.0 * 0.03)))  # optical depth 0.1 from outside: r = 0.573
+    assert abs(np.median(radius) - skin) < 0.015, np.median(radius)  # the mesh lies at the skin
+    colours = torch.from_numpy(np.asarray(ply.visual.vertex_colors)[:, :3] / 255.0).float()  # read back from the texture
+    assert (colours - shown).abs().max() < 0.04, (colours.mean(0), shown)
+
+
 def test_thin_shell_depth_and_colour():
     field = AnalyticField(soft_sphere(0.5, sharpness=400.0), lambda x: torch.tensor([0.2, 0.6, 0.9]).expand_as(x))
     r = dense_renderer(field, n_samples=1024, bg=(1.0, 1.0, 1.0))

@@ -149,7 +149,7 @@ class DMTetScene(nn.Module, Representation):
         mesh = remove_floaters(mesh, cfg.min_component_ratio)
         if cfg.decimate is not None:
             mesh = decimate(mesh, cfg.decimate)
-        return write_textured_mesh(mesh, self.albedo, self.device_, out_dir, cfg, progress)
+        return write_textured_mesh(mesh, lambda x, _normals: self.albedo(x), self.device_, out_dir, cfg, progress)
 
 
 class EmptySurfaceError(RuntimeError):

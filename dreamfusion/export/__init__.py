@@ -21,8 +21,8 @@ import trimesh
 from ..checkpoint import atomic_write
 from ..render.surface_colour import rendered_albedo
 from ..render.volume import SURFACE_OPTICAL_DEPTH
-from .mesh import DEFAULT_SMOOTH, ExportError, evaluate_points, extract_mesh, field_device
-from .texture import UVMesh, bake_albedo_texture
+from .mesh import DEFAULT_SMOOTH, ExportError, evaluate_points, field_device, grid_lookup, mesh_at_level, surface_grid
+from .texture import UVMesh, bake_albedo_texture, texture_at_vertices
 
 FORMATS = ("obj", "glb", "ply")
 UP_AXES = ("z", "y")
@@ -144,19 +144,21 @@ def export_mesh(field: object, out_dir: str | Path, cfg: ExportConfig | None = N
     cfg.validate()
     bound = float(bound if bound is not None else getattr(getattr(field, "cfg", None), "bound", 1.0))
     start = time.perf_counter()
-    mesh, level = extract_mesh(
-        field, cfg.resolution, bound, cfg.threshold, cfg.min_component_ratio, cfg.decimate, cfg.chunk, smooth=cfg.smooth,
-        optical_depth=cfg.surface_optical_depth,
-    )
+    grid, level = surface_grid(field, cfg.resolution, bound, cfg.threshold, cfg.chunk, optical_depth=cfg.surface_optical_depth)
+    mesh = mesh_at_level(grid, level, bound, cfg.smooth, cfg.min_component_ratio, cfg.decimate)
+    # What a render shows at each surface point, composited through the raw density grid just
+    # sampled (trilinear; the field itself is read only for the albedo of the samples that count).
+    volume = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None, None].to(field_device(field))
+    density = lambda x: grid_lookup(volume, x, bound)[:, 0]  # noqa: E731
     albedo = getattr(field, "albedo", None) or (lambda x: field(x).albedo)
-    shown = lambda x: rendered_albedo(field.density, albedo, x)  # noqa: E731 (the colour renders show at the skin)
+    shown = lambda x, n: rendered_albedo(density, albedo, x, n)  # noqa: E731
     return write_textured_mesh(mesh, shown, field_device(field), out_dir, cfg, progress,
                                level=level, seconds={"mesh": time.perf_counter() - start})
 
 
 def write_textured_mesh(
     mesh: trimesh.Trimesh,
-    albedo: Callable[[torch.Tensor], torch.Tensor],  # world points (N, 3) -> colours (N, 3) in [0, 1]
+    colour: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # world points (N, 3), outward normals (N, 3) -> colours (N, 3) in [0, 1]
     device: torch.device,
     out_dir: str | Path,
     cfg: ExportConfig | None = None,
@@ -187,9 +189,12 @@ def write_textured_mesh(
     try:  # everything in memory first: a failure here writes nothing
         normals = np.asarray(mesh.vertex_normals, np.float64)
         need_texture = "obj" in cfg.formats or "glb" in cfg.formats
-        uvm, image = bake_albedo_texture(albedo, mesh, cfg.texture_size, cfg.chunk, device) if need_texture else (None, None)
+        uvm, image = bake_albedo_texture(colour, mesh, cfg.texture_size, cfg.chunk, device) if need_texture else (None, None)
         t = stage("texture", t)
-        vertex_colors = evaluate_points(albedo, np.asarray(mesh.vertices), cfg.chunk, device)
+        if uvm is not None:  # the texture's colour at each vertex: the same colours, not computed twice
+            vertex_colors = texture_at_vertices(image, uvm, len(mesh.vertices))
+        else:
+            vertex_colors = evaluate_points(colour, np.asarray(mesh.vertices), cfg.chunk, device, normals)
         t = stage("vertex colours", t)
         payload = _encode_files(mesh, normals, vertex_colors, uvm, image, cfg)
         t = stage("encode", t)

@@ -237,19 +237,30 @@ def _barycentric(tri: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torc
 # ---- bake and fill --------------------------------------------------------------------------------
 
 def bake_texture(
-    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    colour_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     uv_mesh: UVMesh,
     size: int,
     chunk: int = 65536,
     device: torch.device | str = "cpu",
+    vertex_normals: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Albedo texture (size, size, 3) float in [0, 1] and the mask (size, size) of baked texels."""
+    """Albedo texture (size, size, 3) float in [0, 1] and the mask (size, size) of baked texels.
+
+    colour_fn(points (K, 3), outward unit normals (K, 3)) -> colours (K, 3); the normals are the
+    uncut mesh's `vertex_normals` (V, 3) interpolated over each texel's triangle (the UV mesh's
+    own, cut at the seams, when none are given)."""
     texel, fid, bary = rasterize_uv(uv_mesh.uvs, uv_mesh.faces, size)
     if len(texel) == 0:
         raise ExportError("the UV atlas covers no texel; pass a larger --texture-size")
     corners = uv_mesh.vertices[uv_mesh.faces[fid]]  # (K, 3, 3)
     points = (bary[:, :, None] * corners).sum(1)
-    colors = evaluate_points(albedo_fn, points, chunk, torch.device(device))
+    if vertex_normals is None:
+        uv_normals = trimesh.Trimesh(uv_mesh.vertices, uv_mesh.faces, process=False).vertex_normals
+    else:
+        uv_normals = np.asarray(vertex_normals)[uv_mesh.source_vertex]
+    normals = (bary[:, :, None] * uv_normals[uv_mesh.faces[fid]]).sum(1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    colors = evaluate_points(colour_fn, points, chunk, torch.device(device), normals)
     image = np.zeros((size * size, 3), np.float32)
     mask = np.zeros(size * size, bool)
     image[texel] = np.clip(colors, 0.0, 1.0)
@@ -302,10 +313,22 @@ def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return out[0, :, 0].T.numpy()
 
 
-def bake_albedo_texture(albedo: Callable[[torch.Tensor], torch.Tensor], mesh: trimesh.Trimesh, texture_size: int,
+def bake_albedo_texture(colour: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mesh: trimesh.Trimesh, texture_size: int,
                         chunk: int = 65536, device: torch.device | str = "cpu") -> tuple[UVMesh, np.ndarray]:
     """UV atlas for `mesh` and the filled albedo texture (size, size, 3) float baked from the colour
-    function `albedo` (world points (N, 3) -> (N, 3), e.g. a field's albedo head) on `device`."""
+    function `colour` (world points (N, 3) and the mesh's outward normals there (N, 3) -> (N, 3),
+    e.g. what a render of a field shows) on `device`."""
     uv_mesh = uv_atlas(mesh, texture_size)
-    image, mask = bake_texture(albedo, uv_mesh, texture_size, chunk, torch.device(device))
+    image, mask = bake_texture(colour, uv_mesh, texture_size, chunk, torch.device(device), np.asarray(mesh.vertex_normals))
     return uv_mesh, fill_texture(image, mask)
+
+
+def texture_at_vertices(image: np.ndarray, uv_mesh: UVMesh, n_vertices: int) -> np.ndarray:
+    """Colours (n_vertices, 3) of the uncut mesh's vertices read from the baked texture: the mean
+    over a vertex's copies (one per chart it borders)."""
+    colours = sample_texture(image, uv_mesh.uvs)
+    total = np.zeros((n_vertices, colours.shape[1]), np.float64)
+    count = np.zeros(n_vertices, np.float64)
+    np.add.at(total, uv_mesh.source_vertex, colours)
+    np.add.at(count, uv_mesh.source_vertex, 1.0)
+    return (total / np.maximum(count, 1.0)[:, None]).astype(np.float32)

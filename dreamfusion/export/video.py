@@ -26,7 +26,7 @@ from ..cameras import Cameras, generate_rays, turntable
 from ..checkpoint import atomic_write
 from ..config import ConfigError
 from ..render.volume import ray_box_intersection
-from .mesh import DEFAULT_SMOOTH, ExportError, auto_level, density_grid, evaluate_points, field_device
+from .mesh import DEFAULT_SMOOTH, ExportError, auto_level, density_grid, evaluate_points, field_device, grid_lookup
 from .rasterize import rasterize
 
 MODES = ("rgb", "normal", "depth", "textureless")
@@ -152,18 +152,6 @@ def build_field_cache(field: object, resolution: int, bound: float, chunk: int =
     return FieldCache(torch.from_numpy(volume)[None], bound, torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(occ))
 
 
-def _lookup(volume: torch.Tensor, points: torch.Tensor, bound: float) -> torch.Tensor:
-    """Trilinear lookup (N, C) of volume (1, C, X, Y, Z) at world points (N, 3).
-
-    The channels go through grid_sample as a batch of one-channel volumes: about 3x faster on CPU
-    than one C-channel call, whose per-sample channel loop strides across the whole volume.
-    """
-    c = volume.shape[1]
-    g = (points / bound).flip(-1).view(1, 1, 1, -1, 3).expand(c, -1, -1, -1, -1)  # (z, y, x) order for (X, Y, Z)
-    out = F.grid_sample(volume.view(c, 1, *volume.shape[2:]), g, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.view(c, -1).T
-
-
 @torch.no_grad()
 def render_cache(cache: FieldCache, cameras: Cameras, height: int, width: int, slab: int = 16) -> dict[str, torch.Tensor]:
     """Volume-render one camera from the cache: albedo, opacity, normal, depth (H, W, C), view dirs."""
@@ -189,7 +177,7 @@ def render_cache(cache: FieldCache, cameras: Cameras, height: int, width: int, s
         live = (ts < far[rays, None]) & occ[(vox[..., 0] * res + vox[..., 1]) * res + vox[..., 2]]
         sigma = torch.zeros_like(ts)
         if bool(live.any()):
-            sigma[live] = _lookup(density, pts[live], cache.bound)[:, 0]
+            sigma[live] = grid_lookup(density, pts[live], cache.bound)[:, 0]
         tau = sigma * step
         alpha = 1 - torch.exp(-tau)
         t_excl = torch.exp(-(torch.cumsum(tau, 1) - tau))  # transmittance before each sample
@@ -205,7 +193,7 @@ def render_cache(cache: FieldCache, cameras: Cameras, height: int, width: int, s
             r_idx, g_idx = torch.nonzero(sel, as_tuple=True)
             tg = (wg[r_idx, g_idx] * ts.view(len(rays), -1, GROUP)[r_idx, g_idx]).sum(-1) / wsum[r_idx, g_idx]
             rid = rays[r_idx]
-            vals = _lookup(cache.volume[:, 1:], o[rid] + tg[:, None] * d[rid], cache.bound)  # (K, 6)
+            vals = grid_lookup(cache.volume[:, 1:], o[rid] + tg[:, None] * d[rid], cache.bound)  # (K, 6)
             ww = wsum[r_idx, g_idx, None]
             acc["albedo"].index_add_(0, rid, ww * vals[:, :3])
             acc["normal"].index_add_(0, rid, ww * vals[:, 3:])

@@ -32,23 +32,28 @@ def density_normals(density: Fn, points: torch.Tensor, step: float) -> torch.Ten
 @torch.no_grad()
 def rendered_albedo(density: Fn, albedo: Fn, points: torch.Tensor, normals: torch.Tensor | None = None,
                     outside: float = 0.03, inside: float = 0.2, samples: int = 8, normal_step: float = 0.03,
-                    chunk: int = 16384) -> torch.Tensor:
+                    chunk: int = 16384, min_weight: float = 1e-3) -> torch.Tensor:
     """Albedo (N, 3) a head-on render composites at surface points (N, 3).
 
-    Each ray starts `outside` beyond the point, along the outward normal (given, or from the
-    density), and runs `inside` into the object with `samples` samples; where it stays nearly
-    transparent (opacity < 0.05), the albedo at the point itself is kept."""
+    Each ray starts `outside` beyond the point, along the outward normal (given, e.g. a mesh's
+    interpolated vertex normals, or else from the density), and runs `inside` into the object with
+    `samples` samples; where it stays nearly transparent (opacity < 0.05), the albedo at the point
+    itself is kept. The albedo is read only at samples of weight >= `min_weight` (their total is
+    renormalised): behind a sharp skin that is two or three of the eight."""
     out = []
     t = torch.linspace(-outside, inside, samples, dtype=points.dtype, device=points.device)  # (S,) depth behind a point
     for start in range(0, points.shape[0], chunk):
         p = points[start : start + chunk]
         n = normals[start : start + chunk] if normals is not None else density_normals(density, p, normal_step)
         x = p[:, None, :] - t[None, :, None] * n[:, None, :]  # (R, S, 3)
-        flat = x.reshape(-1, 3)
-        sigma = density(flat).reshape(p.shape[0], samples).float()
-        colour = albedo(flat).reshape(p.shape[0], samples, 3).float()
+        sigma = density(x.reshape(-1, 3)).reshape(p.shape[0], samples).float()
         w = compositing_weights(sigma, torch.full_like(sigma, (outside + inside) / (samples - 1)))
+        w = torch.where(w >= min_weight, w, torch.zeros_like(w))
         opacity = w.sum(-1, keepdim=True)
+        read = w > 0  # (R, S)
+        colour = torch.zeros(*w.shape, 3, dtype=torch.float32, device=w.device)
+        if bool(read.any()):
+            colour[read] = albedo(x[read]).float()
         composite = (w[..., None] * colour).sum(1) / opacity.clamp_min(1e-6)
         clear = opacity[:, 0] <= 0.05  # nothing to composite: the albedo at the point itself
         if bool(clear.any()):
