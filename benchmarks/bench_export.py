@@ -11,6 +11,9 @@ Figures (targets on the 2-core CPU: export <= 30 s, 120-frame 256^2 turntable <=
 - export: 256^3 grid, 1024^2 texture, all three formats, end to end, with per-stage seconds;
 - grid: coarse-to-fine band vs evaluating all 256^3 points (timed on 1M points, scaled);
 - bake: batched texel queries vs one field call per texel (timed on 300 texels, scaled);
+- rendered colour (what a render shows at a texel, render/surface_colour.py): densities from the
+  export's grid along the mesh's normals vs the field's own densities along finite-difference
+  normals (the first version), on 65,536 of the bake's texels, median of 3, and how far apart;
 - turntable: 120 frames at 256^2, four modes, from the exported mesh and from the field (voxel
   cache), the latter vs the training VolumeRenderer (one 64^2 frame timed, scaled by pixels).
 Human-readable lines first; the last line is one JSON object.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -31,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamfusion.cameras import turntable  # noqa: E402
 from dreamfusion.export import ExportConfig, export_mesh, load_exported_mesh  # noqa: E402
-from dreamfusion.export.mesh import density_grid  # noqa: E402
+from dreamfusion.export.mesh import density_grid, grid_lookup  # noqa: E402
 from dreamfusion.export.texture import rasterize_uv, uv_atlas  # noqa: E402
 from dreamfusion.export.video import VideoConfig, render_turntable  # noqa: E402
 from dreamfusion.field.nerf import FieldConfig  # noqa: E402
+from dreamfusion.render.surface_colour import rendered_albedo  # noqa: E402
 from dreamfusion.scene import SceneConfig, build_scene  # noqa: E402
 
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                        export_stages_s={k: round(v, 2) for k, v in result.seconds.items()})
 
         # ---- grid: band vs dense -----------------------------------------------------------------
-        (_, n_band), t_band = timed(lambda: density_grid(field, res, 1.0))
+        (grid, n_band), t_band = timed(lambda: density_grid(field, res, 1.0))
         pts = torch.rand(1_000_000, 3) * 2 - 1
         with torch.no_grad():
             _, t_million = timed(lambda: [field.density(c) for c in pts.split(65536)])
@@ -98,6 +103,29 @@ def main(argv: list[str] | None = None) -> int:
         t_ref = t_300 / 300 * len(points)
         print(f"bake {len(points)} texels: {t_bake:.1f} s (raster {t_raster:.1f} s + queries {t_query:.1f} s) vs per-texel calls ~{t_ref:.0f} s: {t_ref / t_bake:.0f}x")
         figures.update(bake_s=round(t_bake, 2), bake_per_texel_est_s=round(t_ref, 1), bake_speedup=round(t_ref / t_bake, 1))
+
+        # ---- rendered colour: grid + mesh normals vs field + finite-difference normals -------------
+        normals = (bary[:, :, None] * welded.vertex_normals[uvm.source_vertex][uvm.faces[fid]]).sum(1)
+        normals = torch.nn.functional.normalize(torch.from_numpy(normals).float(), dim=-1)
+        pick = torch.randperm(len(points), generator=torch.Generator().manual_seed(0))[:65536]
+        volume = torch.from_numpy(grid)[None, None].float()
+        ways = {
+            "grid_mesh_normals": lambda: rendered_albedo(lambda x: grid_lookup(volume, x, 1.0)[:, 0], field.albedo, points[pick], normals[pick]),
+            "field_fd_normals": lambda: rendered_albedo(field.density, field.albedo, points[pick]),
+        }
+        times: dict[str, list[float]] = {k: [] for k in ways}
+        colours = {}
+        for _ in range(3):
+            for name, fn in ways.items():
+                colours[name], t = timed(fn)
+                times[name].append(t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        gap = (colours["grid_mesh_normals"] - colours["field_fd_normals"]).abs()
+        speedup = med["field_fd_normals"] / med["grid_mesh_normals"]
+        print(f"rendered colour of {len(pick)} texels: grid + mesh normals {med['grid_mesh_normals']:.2f} s vs field + finite differences "
+              f"{med['field_fd_normals']:.2f} s: {speedup:.1f}x (colours apart by {gap.mean():.4f} mean, {gap.max():.3f} max)")
+        figures.update(colour_grid_s=round(med["grid_mesh_normals"], 3), colour_field_s=round(med["field_fd_normals"], 3),
+                       colour_speedup=round(speedup, 2), colour_gap_mean=round(float(gap.mean()), 4), colour_gap_max=round(float(gap.max()), 3))
 
         # ---- turntables --------------------------------------------------------------------------
         vcfg = VideoConfig(frames=frames, resolution=size)
