@@ -307,3 +307,34 @@ def test_marching_only_the_candidate_cells_gives_the_same_mesh(seed):
     assert a.faces.shape[0] > 1000
     assert torch.equal(a.faces, b.faces) and torch.equal(a.vertices, b.vertices)
     assert torch.equal(ga, gb) and torch.equal(sa, sb)
+
+
+def test_normal_variation_prefers_one_sharp_crease_where_normal_consistency_spreads_it():
+    """A strip of four unit squares turning 90 degrees: at one crease, or in three creases of 30.
+    Normal consistency (1 - cos) is 2.5x cheaper spread out (it rounds edges); the normals' total
+    variation is cheaper sharp (flat faces, sharp edges), and zero on a flat strip."""
+    import math
+
+    from dreamfusion.dmtet.regularizers import mesh_adjacency, normal_consistency, normal_variation
+
+    def strip(turns):  # cross-section polyline in the x-z plane, extruded along y
+        pts, heading = [(0.0, 0.0)], 0.0
+        for t in turns:
+            heading += t
+            pts.append((pts[-1][0] + math.cos(heading), pts[-1][1] + math.sin(heading)))
+        v = torch.tensor([[x, y, z] for x, z in pts for y in (0.0, 1.0)], dtype=torch.float64)
+        f = []
+        for i in range(len(pts) - 1):
+            a, b, c, d = 2 * i, 2 * i + 1, 2 * i + 2, 2 * i + 3
+            f += [[a, c, b], [b, c, d]]
+        return v, torch.tensor(f)
+
+    sharp = strip([0.0, math.pi / 2, 0.0, 0.0])
+    spread = strip([0.0, math.pi / 6, math.pi / 6, math.pi / 6])
+    flat = strip([0.0, 0.0, 0.0, 0.0])
+    nc = {k: float(normal_consistency(v, f, mesh_adjacency(f))) for k, (v, f) in {"sharp": sharp, "spread": spread}.items()}
+    nv = {k: float(normal_variation(v, f, mesh_adjacency(f))) for k, (v, f) in {"sharp": sharp, "spread": spread, "flat": flat}.items()}
+    interior = 7  # 4 diagonals + 3 shared sides
+    assert nc["spread"] < nc["sharp"] / 2.4 and nc["sharp"] == pytest.approx(1.0 / interior)
+    assert nv["sharp"] < nv["spread"] and nv["sharp"] == pytest.approx(math.sqrt(2.0) / interior, abs=1e-3)
+    assert nv["flat"] < 2e-3

@@ -64,6 +64,7 @@ class FineTrainConfig(LoopConfig):
     lr_background: float = 1e-3
     lambda_normal_consistency: Schedule = dataclasses.field(default_factory=lambda: constant(1.0))
     lambda_laplacian: Schedule = dataclasses.field(default_factory=lambda: constant(10.0))
+    lambda_normal_variation: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # flat faces, sharp edges
     lambda_edge_uniformity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mesh quality
     lambda_sdf_sign: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # DMTet's sign regularizer
     # Phases (Fantasia3D, ProlificDreamer): the first geometry_only_steps freeze the texture, the last

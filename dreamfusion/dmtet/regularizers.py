@@ -5,6 +5,9 @@ clean surface looks like there (Magic3D, threestudio's refine stage):
 
 * normal consistency: 1 - cos between the normals of faces sharing an edge (no creases or
   ripples, unless the images ask for them);
+* normal variation: |n_a - n_b| = 2 sin(angle / 2) across each edge, the normals' total variation:
+  where 1 - cos (about angle^2 / 2) spreads a crease into a rounded band, this costs a sharp crease
+  no more than the same turn spread out, and a ripple its full height: flat faces, sharp edges;
 * Laplacian: each vertex's offset from the mean of its neighbours, in cells (no spikes and pits);
 * edge uniformity: spread of the edge lengths around their mean (a mesh-quality term: marching
   tetrahedra makes slivers where the surface grazes grid vertices; the deformations can even them);
@@ -51,6 +54,14 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdj
         return vertices.sum() * 0
     n = F.normalize(face_normals(vertices, faces), dim=-1)
     return (1 - (n[adj.face_pairs[:, 0]] * n[adj.face_pairs[:, 1]]).sum(-1)).mean()
+
+
+def normal_variation(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency, eps: float = 1e-6) -> torch.Tensor:
+    """Mean over interior edges of |n_a - n_b| (smoothed by eps at 0, where its gradient would be undefined)."""
+    if adj.face_pairs.shape[0] == 0:
+        return vertices.sum() * 0
+    n = F.normalize(face_normals(vertices, faces), dim=-1)
+    return ((n[adj.face_pairs[:, 0]] - n[adj.face_pairs[:, 1]]).square().sum(-1) + eps).sqrt().mean()
 
 
 def laplacian(vertices: torch.Tensor, adj: MeshAdjacency, cell: float) -> torch.Tensor:

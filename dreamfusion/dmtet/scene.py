@@ -27,7 +27,7 @@ from ..representation import Representation
 from .config import DMTetConfig, FineTrainConfig
 from .grid import tet_grid
 from .marching import MarchedMesh, marching_tets, sdf_sign_regularizer
-from .regularizers import edge_uniformity, laplacian, mesh_adjacency, normal_consistency
+from .regularizers import edge_uniformity, laplacian, mesh_adjacency, normal_consistency, normal_variation
 
 
 def blur_matrix(n: int, sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -130,6 +130,8 @@ class DMTetScene(nn.Module, Representation):
         adj = mesh_adjacency(f)
         terms = {"normal_consistency": normal_consistency(v, f, adj), "laplacian": laplacian(v, adj, self.grid.cell_size),
                  "edge_uniformity": edge_uniformity(v, adj)}
+        if self.loop.lambda_normal_variation.start > 0 or self.loop.lambda_normal_variation.end > 0:
+            terms["normal_variation"] = normal_variation(v, f, adj)
         if self.loop.lambda_sdf_sign.start > 0 or self.loop.lambda_sdf_sign.end > 0:
             terms["sdf_sign"] = sdf_sign_regularizer(self.sdf(), self.grid.edges)
         return terms
