@@ -64,18 +64,24 @@ def test_depth_variance_of_a_fog_slab_and_of_a_surface():
     assert depth_variance(thin(camera_on_x(), 2, 2)).item() == 0.0
 
 
+def pale_skinned_fog():
+    """A fog sphere (density 40 * sigmoid((0.5 - r) / 0.03)) pale at its skin and saturated red
+    within: its density, albedo, field, and the albedo a head-on render shows (3,)."""
+    density = lambda x: 40.0 * torch.sigmoid((0.5 - x.norm(dim=-1)) / 0.03)  # noqa: E731
+    pale, deep = torch.tensor([0.9, 0.8, 0.8]), torch.tensor([0.8, 0.1, 0.1])
+    albedo = lambda x: torch.lerp(deep, pale, ((x.norm(dim=-1, keepdim=True) - 0.45) / 0.1).clamp(0, 1))  # noqa: E731
+    field = AnalyticField(density, albedo)
+    out = dense_renderer(field, n_samples=2048)(camera_on_x(2.0, fovy=0.5), 1, 1)
+    return density, albedo, field, (out.albedo / out.opacity).reshape(3)
+
+
 def test_a_mesh_point_takes_the_colour_a_head_on_render_shows():
     """At the skin of a fog whose colour changes with depth (pale outside, saturated within), the
     composite along the inward normal is what a render looking straight at the point shows, not the
     albedo at the point."""
     from dreamfusion.render.surface_colour import density_normals, rendered_albedo
 
-    density = lambda x: 40.0 * torch.sigmoid((0.5 - x.norm(dim=-1)) / 0.03)  # noqa: E731
-    pale, deep = torch.tensor([0.9, 0.8, 0.8]), torch.tensor([0.8, 0.1, 0.1])
-    albedo = lambda x: torch.lerp(deep, pale, ((x.norm(dim=-1, keepdim=True) - 0.45) / 0.1).clamp(0, 1))  # noqa: E731
-    field = AnalyticField(density, albedo)
-    out = dense_renderer(field, n_samples=2048)(camera_on_x(2.0, fovy=0.5), 1, 1)
-    shown = (out.albedo / out.opacity).reshape(3)
+    density, albedo, field, shown = pale_skinned_fog()
     skin = torch.tensor([[0.56, 0.0, 0.0]])  # where the optical depth from outside is about 0.1
     normal = density_normals(density, skin, 0.03)
     assert torch.allclose(normal, torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-4)
@@ -95,12 +101,7 @@ def test_the_exported_texture_shows_the_colour_a_head_on_render_shows(tmp_path):
 
     from dreamfusion.export import ExportConfig, export_mesh
 
-    density = lambda x: 40.0 * torch.sigmoid((0.5 - x.norm(dim=-1)) / 0.03)  # noqa: E731
-    pale, deep = torch.tensor([0.9, 0.8, 0.8]), torch.tensor([0.8, 0.1, 0.1])
-    albedo = lambda x: torch.lerp(deep, pale, ((x.norm(dim=-1, keepdim=True) - 0.45) / 0.1).clamp(0, 1))  # noqa: E731
-    field = AnalyticField(density, albedo)
-    out = dense_renderer(field, n_samples=2048)(camera_on_x(2.0, fovy=0.5), 1, 1)
-    shown = (out.albedo / out.opacity).reshape(3)
+    density, albedo, field, shown = pale_skinned_fog()
     export_mesh(field, tmp_path, ExportConfig(resolution=96, texture_size=256, formats=("obj", "ply")), progress=False)
     ply = trimesh.load(tmp_path / "model.ply", process=False)
     radius = np.linalg.norm(np.asarray(ply.vertices), axis=1)
