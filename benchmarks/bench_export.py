@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamfusion.cameras import turntable  # noqa: E402
 from dreamfusion.export import ExportConfig, export_mesh, load_exported_mesh  # noqa: E402
 from dreamfusion.export.mesh import density_grid, grid_lookup  # noqa: E402
-from dreamfusion.export.texture import rasterize_uv, uv_atlas  # noqa: E402
+from dreamfusion.export.texture import rasterize_uv, texel_surface, uv_atlas  # noqa: E402
 from dreamfusion.export.video import VideoConfig, render_turntable  # noqa: E402
 from dreamfusion.field.nerf import FieldConfig  # noqa: E402
 from dreamfusion.render.surface_colour import rendered_albedo  # noqa: E402
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         welded = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)
         uvm = uv_atlas(welded, tex)
         (texel, fid, bary), t_raster = timed(lambda: rasterize_uv(uvm.uvs, uvm.faces, tex))
-        points = torch.from_numpy((bary[:, :, None] * uvm.vertices[uvm.faces[fid]]).sum(1)).float()
+        texel_points, texel_normals = texel_surface(uvm, fid, bary, welded.vertex_normals)
+        points = torch.from_numpy(texel_points).float()
         with torch.no_grad():
             _, t_query = timed(lambda: [field(c).albedo for c in points.split(65536)])
             sample = points[torch.randperm(len(points))[:300]]
@@ -105,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         figures.update(bake_s=round(t_bake, 2), bake_per_texel_est_s=round(t_ref, 1), bake_speedup=round(t_ref / t_bake, 1))
 
         # ---- rendered colour: grid + mesh normals vs field + finite-difference normals -------------
-        normals = (bary[:, :, None] * welded.vertex_normals[uvm.source_vertex][uvm.faces[fid]]).sum(1)
-        normals = torch.nn.functional.normalize(torch.from_numpy(normals).float(), dim=-1)
+        normals = torch.from_numpy(texel_normals).float()
         pick = torch.randperm(len(points), generator=torch.Generator().manual_seed(0))[:65536]
         volume = torch.from_numpy(grid)[None, None].float()
         ways = {

@@ -252,20 +252,28 @@ def bake_texture(
     texel, fid, bary = rasterize_uv(uv_mesh.uvs, uv_mesh.faces, size)
     if len(texel) == 0:
         raise ExportError("the UV atlas covers no texel; pass a larger --texture-size")
-    corners = uv_mesh.vertices[uv_mesh.faces[fid]]  # (K, 3, 3)
-    points = (bary[:, :, None] * corners).sum(1)
-    if vertex_normals is None:
-        uv_normals = trimesh.Trimesh(uv_mesh.vertices, uv_mesh.faces, process=False).vertex_normals
-    else:
-        uv_normals = np.asarray(vertex_normals)[uv_mesh.source_vertex]
-    normals = (bary[:, :, None] * uv_normals[uv_mesh.faces[fid]]).sum(1)
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    points, normals = texel_surface(uv_mesh, fid, bary, vertex_normals)
     colors = evaluate_points(colour_fn, points, chunk, torch.device(device), normals)
     image = np.zeros((size * size, 3), np.float32)
     mask = np.zeros(size * size, bool)
     image[texel] = np.clip(colors, 0.0, 1.0)
     mask[texel] = True
     return image.reshape(size, size, 3), mask.reshape(size, size)
+
+
+def texel_surface(uv_mesh: UVMesh, fid: np.ndarray, bary: np.ndarray,
+                  vertex_normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Surface points (K, 3) and outward unit normals (K, 3) of texels in UV faces fid (K,) at
+    barycentrics bary (K, 3): the uncut mesh's `vertex_normals` (V, 3) interpolated, or the UV
+    mesh's own (cut at the seams) when none are given."""
+    points = (bary[:, :, None] * uv_mesh.vertices[uv_mesh.faces[fid]]).sum(1)
+    if vertex_normals is None:
+        uv_normals = trimesh.Trimesh(uv_mesh.vertices, uv_mesh.faces, process=False).vertex_normals
+    else:
+        uv_normals = np.asarray(vertex_normals)[uv_mesh.source_vertex]
+    normals = (bary[:, :, None] * uv_normals[uv_mesh.faces[fid]]).sum(1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    return points, normals
 
 
 def fill_texture(image: np.ndarray, mask: np.ndarray, dilate_iters: int = 8) -> np.ndarray:
