@@ -46,6 +46,12 @@ class LoopConfig:
     # speckled at the hash grid's finer levels, and the prior explains speckled shading as a darker,
     # duller albedo: with false, lit renders shape the geometry and only albedo renders the colour.
     lit_colour_gradient: bool = True
+    # Renders scored at an SDS timestep above this fraction of the schedule do not teach colour (they
+    # still shape the geometry); 1: every timestep does. An albedo render's flat colour is read as a
+    # lit object's by the prior at mid and large t, which pulls it darker: the green sphere's albedo
+    # is pulled darker at every brightness over t in [0.02, 0.5] and held at the palette over
+    # [0.02, 0.25] (docs/toy-world.md, "Two pulls on an albedo render's colour").
+    colour_t_max: Schedule = field(default_factory=lambda: constant(1.0))
     # The networks' arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
     # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.
     field_precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
@@ -63,6 +69,9 @@ class LoopConfig:
         require_nonnegative(prefix, "ambient_only_steps", self.ambient_only_steps)
         require_nonnegative(prefix, "lr_scale.start", self.lr_scale.start)
         require_nonnegative(prefix, "lr_scale.end", self.lr_scale.end)
+        for end in ("start", "end"):
+            if not 0.0 < getattr(self.colour_t_max, end) <= 1.0:
+                raise ConfigError(f"{key_of(prefix, 'colour_t_max.' + end)} must be in (0, 1], got {getattr(self.colour_t_max, end)}")
         for name in ("lambertian_prob", "textureless_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{key_of(prefix, name)} must be in [0, 1], got {getattr(self, name)}")

@@ -8,7 +8,7 @@ representation needs no change there:
     groups = rep.parameter_groups()                 # named optimizer groups with their learning rates
     rep.prepare_step(step, generator)               # schedules (set_step), occupancy refreshes, ...
     out = rep.render(cameras, h, w, shading=..., light_positions=..., ambient=..., diffuse=..., generator=g,
-                     albedo_grad=True)              # False: the albedo is a constant of this render (it shapes only)
+                     albedo_grad=True)              # False (or per image, (B,) bool): the albedo is a constant of this render (it shapes only)
     terms = rep.regularizers(out)                   # unweighted; weighted by the stage's lambda_<name>
     rep.state_dict() / rep.load_state_dict(state)   # one layout on every device and backend
     rep.export_mesh(out_dir, export_cfg)            # textured mesh files
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .cameras import Cameras
+from .render.colour_gate import AlbedoGrad
 from .render.renderer import RenderOutput
 
 
@@ -58,10 +59,11 @@ class Representation(ABC):
         ambient: float = 0.1,
         diffuse: float = 0.9,
         generator: torch.Generator | None = None,
-        albedo_grad: bool = True,
+        albedo_grad: AlbedoGrad = True,
     ) -> RenderOutput:
         """Images of the representation seen by `cameras` (B), over its background; with albedo_grad
-        False the albedo enters the shaded colour as a constant, so no gradient reaches the colour."""
+        False (for all, or per image as a (B,) bool tensor) the albedo enters the shaded colour as a
+        constant, so no gradient from that image reaches the colour."""
 
     @abstractmethod
     def regularizers(self, out: RenderOutput) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 from .cameras import CameraConfig, Cameras
 from .field.nerf import FieldConfig, NeRFField, normal_consistency_loss
 from .render.background import Background, BackgroundConfig
+from .render.colour_gate import AlbedoGrad
 from .render.renderer import RenderConfig, RenderOutput, VolumeRenderer
 from .render.shading import LightConfig
 from .representation import Representation
@@ -107,7 +108,7 @@ class Scene(Representation):
 
     def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo",
                light_positions: torch.Tensor | None = None, ambient: float = 0.1, diffuse: float = 0.9,
-               generator: torch.Generator | None = None, albedo_grad: bool = True) -> RenderOutput:
+               generator: torch.Generator | None = None, albedo_grad: AlbedoGrad = True) -> RenderOutput:
         device_type = cameras.c2w.device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
             return self.renderer(cameras, height, width, shading=shading, light_positions=light_positions,

@@ -187,6 +187,16 @@ class Trainer:
             return ("textureless" if u[1] < t.textureless_prob else "lambertian"), light.ambient, light.diffuse
         return "albedo", 1.0, 0.0
 
+    def _colour_gate(self, shading: str) -> tuple[torch.Tensor | None, bool | torch.Tensor]:
+        """(the step's SDS timesteps if drawn here, else None; which renders teach colour). Lit renders
+        teach it only with lit_colour_gradient; with colour_t_max, only the renders scored at t below it."""
+        t = self.stage.loop
+        teach, t_max = shading != "lambertian" or t.lit_colour_gradient, t.colour_t_max(self.step)
+        if not teach or t_max >= 1.0:
+            return None, teach
+        timesteps = self.guidance.sample_t(t.batch_size, self.step, self.generator)  # (B,) long
+        return timesteps, timesteps.float() <= t_max * self.guidance.num_train_timesteps
+
     def train_step(self) -> StepResult:
         t = self.stage.loop
         start = time.perf_counter()
@@ -197,10 +207,10 @@ class Trainer:
         cams = sample_cameras(self.stage.camera, t.batch_size, self.generator, device="cpu").to(self.device)
         lights = sample_lights(self.stage.light, cams.position.cpu(), self.generator).to(self.device)
         shading, ambient, diffuse = self._shading()
+        timesteps, albedo_grad = self._colour_gate(shading)
         out = self.rep.render(cams, t.resolution, t.resolution, shading=shading, light_positions=lights,
-                              ambient=ambient, diffuse=diffuse, generator=self.generator,
-                              albedo_grad=shading != "lambertian" or t.lit_colour_gradient)
-        sds = self.guidance(out.rgb.float(), cams, step=self.step, generator=self.generator)
+                              ambient=ambient, diffuse=diffuse, generator=self.generator, albedo_grad=albedo_grad)
+        sds = self.guidance(out.rgb.float(), cams, step=self.step, generator=self.generator, t=timesteps)
         terms = self.rep.regularizers(out)
         weights = {k: getattr(t, f"lambda_{k}")(self.step) for k in terms}
         loss = sds.loss + sum(weights[k] * v.float() for k, v in terms.items() if weights[k] > 0)

@@ -38,6 +38,30 @@ def test_dim_shading_pulls_the_colour_away_and_the_command_says_so(capsys):
     assert matched_code == (0 if matched["settled"] else 1)
 
 
+def test_renders_scored_above_colour_t_max_leave_the_colour(capsys):
+    """train.colour_t_max gates the harness as it gates a run: below the t range nothing teaches colour."""
+    grey = ["--prompt", "a red cube", "--start", "0.5,0.5,0.5", "--steps", "20"]
+    colour_pull_main([*grey, *FAST[2:], "train.colour_t_max={start: 0.01, end: 0.01}"])  # every t is drawn from [0.02, 0.98]
+    gated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    colour_pull_main([*grey, *FAST[2:], "train.colour_t_max={start: 1.0, end: 1.0}"])
+    taught = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert gated["final"] == gated["start"] == [0.5, 0.5, 0.5]
+    assert max(abs(a - b) for a, b in zip(taught["final"], taught["start"])) > 0.05
+
+
+def test_the_scan_shows_dim_shading_pulling_every_brightness_up(capsys):
+    """--scan: the prior's mean pull along the palette colour; lit renders at 0.3 x the albedo look too
+    dark at every k, so the prior pulls brighter than it does for matched renders."""
+    scan = ["--prompt", "a red cube", "--scan", "--steps", "8", "--lambertian-prob", "1.0", "guidance.embedding_cache=null"]
+    assert colour_pull_main(scan) == 0
+    matched = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert colour_pull_main([*scan, *DARK_LIGHT]) == 0
+    dim = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert matched["scales"] == [0.4, 0.6, 0.8, 0.9, 1.0, 1.1]
+    assert all(d > m for d, m in zip(dim["pulls"], matched["pulls"])), (dim, matched)
+    assert matched["pulls"][0] > 0 > matched["pulls"][-1]  # matched: brighter from below, darker from above
+
+
 def test_a_bad_start_colour_is_one_sentence(capsys):
     assert run_cli(colour_pull_main, ["--prompt", "a red cube", "--start", "red"], prog="colour_pull") == 2
     err = capsys.readouterr().err

@@ -37,3 +37,10 @@ def test_round_trip_through_plain_data():
     again = build(SceneConfig, to_dict(cfg))
     assert again == cfg and again.camera.fovy_range == (30.0, 40.0)
     assert build(RenderConfig, {}).n_samples == 64
+
+
+def test_a_colour_gate_outside_the_timesteps_is_refused():
+    from dreamfusion.run_config import load_run_config
+
+    with pytest.raises(ConfigError, match=r"train\.colour_t_max\.end must be in \(0, 1\]"):
+        load_run_config(None, ["train.colour_t_max={start: 1.0, end: 0.0}"], {"prompt": "a red cube"})

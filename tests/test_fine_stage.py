@@ -176,6 +176,32 @@ def test_a_mesh_render_without_albedo_gradient_leaves_the_colour():
         assert taught == albedo_grad
 
 
+def test_a_per_image_albedo_gate_teaches_colour_from_the_kept_images_only():
+    """train.colour_t_max: albedo_grad (B,) gates each image; the colour's gradient is that of the kept
+    image alone, and each image reaches the geometry as it would with its own flag."""
+    mesh = toy_cube_mesh()
+    f = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
+    colour = torch.nn.Linear(3, 3)
+    full = lambda x: torch.full((2,), float(x))  # noqa: E731
+    cams = make_cameras(full(25.0), torch.tensor([20.0, 110.0]), full(2.2), full(45.0))
+    bg = Background(BackgroundConfig(type="solid", color=(0, 0, 0)))
+
+    def grads(albedo_grad, images):
+        v = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32).requires_grad_(True)
+        colour.zero_grad(set_to_none=True)
+        out = render_mesh(v, f, cams, 24, 24, lambda p: torch.sigmoid(colour(p)), bg, "lambertian", albedo_grad=albedo_grad)
+        out.rgb[images].square().mean().backward()
+        taught = colour.weight.grad if colour.weight.grad is not None else torch.zeros_like(colour.weight)
+        return taught.clone(), v.grad.clone()
+
+    gated_colour, gated_v = grads(torch.tensor([False, True]), [0, 1])
+    second_colour, second_v = grads(True, [1])
+    _, first_v = grads(False, [0])
+    assert gated_colour.abs().sum() > 0
+    assert torch.allclose(gated_colour, second_colour / 2, atol=1e-7)  # mean over 2 images, not 1
+    assert torch.allclose(gated_v, (first_v + second_v) / 2, atol=1e-7)
+
+
 def test_a_dmtet_fits_renders_of_a_cube_on_the_cpu():
     """From a sphere's SDF, silhouette + normal-map losses on 4 views turn the DMTet into the toy cube:
     the silhouette IoU and the normal angle against the cube's renders both reach a box's."""

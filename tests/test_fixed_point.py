@@ -18,7 +18,9 @@ DARK_LIGHT = ["light.ambient=0.3", "light.diffuse=0.0"]  # every shaded render 0
 # For the check that can fail: lit renders that teach colour (so that a mismatched shading reaches it),
 # read through the density's features. With the albedo's own grid at this 5x texture rate, matched
 # lit renders alone drift the colour by dE 7.7 in 30 steps (dim ones 7.4), so drift would not tell them apart.
-LIT_TEACHES_COLOUR = ["fine.train.lit_colour_gradient=true", "field.albedo_encoding=null"]
+# Every timestep teaches (no colour gate): lit renders at t <= 0.25 alone darken the true cube here (dE 33 in 30 steps).
+LIT_TEACHES_COLOUR = ["fine.train.lit_colour_gradient=true", "field.albedo_encoding=null",
+                      "fine.train.colour_t_max={start: 1.0, end: 1.0}"]
 
 
 def small_cfg(*extra):

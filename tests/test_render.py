@@ -222,6 +222,28 @@ def test_a_lit_render_without_albedo_gradient_shapes_the_density_and_leaves_the_
     assert grads[False][1] > 0 and torch.isclose(grads[False][1], grads[True][1])  # the shape learns as before
 
 
+def test_a_per_image_albedo_gate_teaches_colour_from_the_kept_images_only():
+    """train.colour_t_max: with albedo_grad (B,) the albedo head's gradient is that of the kept image
+    alone, and the density's that of the whole batch."""
+    field = NeRFField(FieldConfig(encoding=SMALL_GRID), seed=0)
+    r = VolumeRenderer(field, Background(BackgroundConfig(type="solid")), RenderConfig(n_samples=32)).train()
+    cams = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(0))
+
+    def grads(albedo_grad, images):
+        field.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same jittered samples every time
+        out = r(cams, 16, 16, shading="albedo", albedo_grad=albedo_grad)
+        out.rgb[images].square().mean().backward()
+        return field.albedo_head.weight.grad.clone(), field.density_head.weight.grad.clone()
+
+    gated_albedo, gated_density = grads(torch.tensor([True, False]), [0, 1])
+    first_albedo, _ = grads(True, [0])
+    _, all_density = grads(True, [0, 1])
+    assert gated_albedo.abs().sum() > 0
+    assert torch.allclose(gated_albedo, first_albedo / 2, atol=1e-7)  # mean over 2 images, not 1
+    assert torch.allclose(gated_density, all_density, atol=1e-7)
+
+
 @pytest.mark.parametrize("own_grid", [False, True])
 def test_with_its_own_grid_a_lit_render_cannot_move_the_colour(own_grid):
     """field.albedo_encoding: lit renders (albedo detached) train the density through features the

@@ -1,11 +1,13 @@
 """Where the prior pulls a toy object's colour when its shape is exactly right.
 
     python scripts/colour_pull.py --prompt "a blue sphere" [--steps 300] [--start palette|grey|R,G,B]
-        [--normal-noise 1.5] [--opacity 0.8] [--lambertian-prob P] [--config configs/toy.yaml] [key=value ...]
+        [--normal-noise 1.5] [--opacity 0.8] [--lambertian-prob P] [--scan] [--config configs/toy.yaml] [key=value ...]
 Renders the true object as the prior's training data shows it, with one albedo as the only
-parameter, and runs the run's SDS (guidance scale, t range and schedule, view prompts) on it.
+parameter, and runs the run's SDS (guidance scale, t range and schedule, view prompts, and
+train.colour_t_max: the timesteps that teach colour) on it.
 Prints the colour it settles at, its ΔE / ΔL* / ΔC* to the palette, and as its last line one JSON
-object. Exit status: 0 when it settles within --tolerance ΔE of the palette (default 3), 1 when
+object. With --scan it optimizes nothing and prints the prior's mean pull on the albedo at 0.4 to
+1.1 times the palette colour instead: where that pull turns from brighter to darker, colour settles. Exit status: 0 when it settles within --tolerance ΔE of the palette (default 3), 1 when
 not, 2 bad flags or a prompt outside the toy world.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from ..config import ConfigError
-from ..eval.colour_pull import colour_pull
+from ..eval.colour_pull import brightness_pull, colour_pull
 from ..eval.fixed_point import toy_truth
 from ..run_config import load_run_config
 from ..utils.capabilities import resolve_device
@@ -37,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.03, help="Adam's rate on the albedo's logits")
     p.add_argument("--tolerance", type=float, default=3.0, help="the ΔE that counts as settling at the palette")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scan", action="store_true",
+                   help="instead of optimizing, print the prior's mean pull on the albedo at 0.4-1.1 x the palette "
+                        "colour (positive: brighter), averaged over --steps draws")
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides, as dream.py takes them")
     add_common_options(p)
     return p
@@ -76,8 +81,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
     guidance = make_guidance(cfg.guidance, resolve_device(args.device))
     guidance.prepare(cfg.prompt, cfg.negative_prompt or None)
+    if args.scan:
+        return _scan(args, cfg, guidance, shape, colour, lit)
     pull = colour_pull(guidance, shape, colour, cfg.camera, cfg.light, start, args.steps, cfg.train.batch_size,
-                       args.lr, lit, args.normal_noise, args.opacity, args.seed)
+                       args.lr, lit, args.normal_noise, args.opacity, args.seed, cfg.train.colour_t_max)
     print(f"{cfg.prompt}: albedo {tuple(pull.start)} -> {tuple(pull.final)} (palette {tuple(pull.truth)}); "
           f"ΔE {pull.delta_e_start:.1f} -> {pull.delta_e:.1f} (ΔL* {pull.delta_lightness:+.1f}, ΔC* {pull.delta_chroma:+.1f})")
     settled = pull.delta_e <= args.tolerance
@@ -86,6 +93,17 @@ def _main(argv: Sequence[str] | None) -> int:
     print(json.dumps({**asdict(pull), "normal_noise": args.normal_noise, "opacity": args.opacity,
                       "lambertian_prob": lit, "steps": args.steps, "settled": settled}))
     return 0 if settled else 1
+
+
+def _scan(args, cfg, guidance, shape: str, colour: str, lit: float) -> int:
+    scales = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1)
+    pulls = brightness_pull(guidance, shape, colour, cfg.camera, cfg.light, scales, args.steps, cfg.train.batch_size,
+                            lit, args.normal_noise, seed=args.seed)
+    print(f"{cfg.prompt}: the prior's pull along the palette colour (+: brighter) at k x the palette")
+    print("  ".join(f"{k:.1f}: {p:+.2f}" for k, p in zip(scales, pulls)))
+    print(json.dumps({"prompt": cfg.prompt, "scales": list(scales), "pulls": [round(p, 4) for p in pulls],
+                      "lambertian_prob": lit, "normal_noise": args.normal_noise, "samples": args.steps}))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from ..cameras import Cameras
 from ..field.nerf import NeRFField
 from ..render.background import Background
+from ..render.colour_gate import AlbedoGrad
 from ..render.mesh_render import choose_rasterizer, render_mesh
 from ..render.renderer import RenderOutput
 from ..representation import Representation
@@ -118,7 +119,7 @@ class DMTetScene(nn.Module, Representation):
 
     def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo",
                light_positions: torch.Tensor | None = None, ambient: float = 0.1, diffuse: float = 0.9,
-               generator: torch.Generator | None = None, albedo_grad: bool = True) -> RenderOutput:
+               generator: torch.Generator | None = None, albedo_grad: AlbedoGrad = True) -> RenderOutput:
         m = self.mesh()
         if m.faces.shape[0] == 0:
             raise EmptySurfaceError("the fine stage's surface vanished (the SDF has one sign everywhere)")

@@ -12,6 +12,7 @@ takes a minute or two on a CPU, so it is the first thing to run on a colour comp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,9 +68,11 @@ class ColourPull:
 def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: LightConfig,
                 start: tuple[float, float, float] | None = None, steps: int = 300, batch_size: int = 2,
                 lr: float = 0.03, lambertian_prob: float = 0.75, normal_noise: float = 0.0,
-                opacity: float = 1.0, seed: int = 0) -> ColourPull:
+                opacity: float = 1.0, seed: int = 0, colour_t_max: Callable[[int], float] | None = None) -> ColourPull:
     """Run SDS on the albedo of the true `shape` (from `start`, default the palette colour) and
-    report where it settles against the palette. `guidance` must be prepared with the prompt."""
+    report where it settles against the palette. `guidance` must be prepared with the prompt;
+    colour_t_max: step -> the fraction of the timesteps above which a render does not move the
+    albedo (the run's train.colour_t_max, read at each step as the guidance reads its t range)."""
     gen = torch.Generator().manual_seed(seed)
     truth = np.asarray(true_mean_albedo(shape, colour))
     begin = truth if start is None else np.asarray(start, dtype=np.float64)
@@ -80,7 +83,12 @@ def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: 
     for step in range(steps):
         cams = sample_cameras(camera, batch_size, gen)
         geometry = shaded_geometry(shape, cams, cfg, light, gen, normal_noise)
-        out = guidance(geometry.image(torch.sigmoid(logit), opacity), cams, step=step, generator=gen)
+        image = geometry.image(torch.sigmoid(logit), opacity)  # (B, R, R, 3)
+        t = guidance.sample_t(batch_size, step, gen)  # (B,) the draw guidance would make
+        if colour_t_max is not None and colour_t_max(step) < 1.0:
+            keep = (t.float() <= colour_t_max(step) * guidance.num_train_timesteps).view(-1, 1, 1, 1)
+            image = torch.where(keep, image, image.detach())
+        out = guidance(image, cams, step=step, generator=gen, t=t)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -90,3 +98,27 @@ def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: 
     return ColourPull(guidance.prompt or "", [round(float(v), 4) for v in begin], [round(float(v), 4) for v in final],
                       [round(float(v), 4) for v in truth], round(colour_difference(begin, truth).delta_e, 3),
                       round(diff.delta_e, 3), round(diff.delta_lightness, 3), round(diff.delta_chroma, 3))
+
+
+def brightness_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: LightConfig,
+                    scales: tuple[float, ...] = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1), samples: int = 64,
+                    batch_size: int = 2, lambertian_prob: float = 0.75, normal_noise: float = 0.0,
+                    step: int = 0, seed: int = 0) -> list[float]:
+    """The prior's mean pull on the albedo k * palette, for each k in `scales`, along the palette
+    colour: the SDS descent direction projected on it, averaged over `samples` batches (positive:
+    brighter). Where it changes sign from + to - the albedo settles; from - to + it leaves, so a
+    colour started below such a point falls toward black. The same draws for every k."""
+    truth = torch.tensor(true_mean_albedo(shape, colour), dtype=torch.float32)
+    cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob)
+    pulls = []
+    for k in scales:
+        gen = torch.Generator().manual_seed(seed)
+        albedo = (truth * k).clamp(0.0, 1.0).requires_grad_(True)
+        total = torch.zeros(3)
+        for _ in range(samples):
+            cams = sample_cameras(camera, batch_size, gen)
+            geometry = shaded_geometry(shape, cams, cfg, light, gen, normal_noise)
+            out = guidance(geometry.image(albedo), cams, step=step, generator=gen)
+            total += torch.autograd.grad(out.loss, albedo)[0]
+        pulls.append(float(-(total / samples) @ truth / truth.norm()))
+    return pulls

@@ -131,6 +131,11 @@ class DiffusionGuidance:
             self.release_text_encoder()
         return self.embeddings
 
+    def sample_t(self, batch: int, step: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The timesteps (batch,) long of one SDS step, as __call__ draws them when it is given none."""
+        cfg = self.cfg
+        return sample_timesteps(batch, self.num_train_timesteps, cfg.t_range, step, cfg.t_max_schedule, generator, self.device)
+
     def __call__(
         self,
         rgb: torch.Tensor,
@@ -149,7 +154,7 @@ class DiffusionGuidance:
         x = self.encode_render(rgb, generator)  # (B, C, h, w)
         elevation, azimuth = cameras.elevation.to(self.device), cameras.azimuth.to(self.device)
         if t is None:
-            t = sample_timesteps(B, self.num_train_timesteps, cfg.t_range, step, cfg.t_max_schedule, generator, self.device)
+            t = self.sample_t(B, step, generator)
         if cfg.perp_neg:
             cond, weights = perp_neg_conditioning(
                 emb, elevation, azimuth, cfg.view_prompt,

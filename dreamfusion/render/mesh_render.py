@@ -19,6 +19,7 @@ from ..cameras import Cameras, generate_rays
 from ..config import ConfigError
 from ..utils.capabilities import failure_reason, nvdiffrast_available
 from .background import Background
+from .colour_gate import AlbedoGrad, gate_albedo, per_row
 from .renderer import RenderOutput
 from .shading import shade
 
@@ -71,7 +72,7 @@ def render_mesh(
     diffuse: float = 0.9,
     generator: torch.Generator | None = None,
     raster: ModuleType | None = None,  # choose_rasterizer(...); default: the PyTorch one
-    albedo_grad: bool = True,  # False: the shaded colour takes the albedo as a constant
+    albedo_grad: AlbedoGrad = True,  # False, or False for an image of a (B,) bool: the albedo as a constant
 ) -> RenderOutput:
     from . import rasterizer as torch_raster
 
@@ -85,7 +86,7 @@ def render_mesh(
     nrm_img = F.normalize(raster.interpolate(normals, frags, faces), dim=-1)  # (B, H, W, 3), zeros where empty
     nrm = nrm_img.reshape(-1, 3).index_select(0, pix)
     albedo = colour(pos).float()  # (N, 3)
-    albedo = albedo if albedo_grad else albedo.detach()
+    albedo = gate_albedo(albedo, per_row(albedo_grad, HW), pix)
     lights = light_positions if light_positions is not None else cameras.position
     light = lights.to(pos).view(B, 1, 3).expand(B, HW, 3).reshape(-1, 3).index_select(0, pix)
     colour_px = shade(shading, albedo, nrm, pos, light, ambient, diffuse)

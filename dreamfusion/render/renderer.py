@@ -20,6 +20,7 @@ from ..config import ConfigError, require_positive
 from ..field.nerf import NeRFField, NormalType
 from ..utils.capabilities import failure_reason, nerfacc_cuda_available
 from .background import Background
+from .colour_gate import AlbedoGrad, gate_albedo, per_row
 from .occupancy import NerfaccOccupancy, OccupancyConfig, OccupancyGrid
 from .shading import shade
 from .volume import compositing_weights, ray_box_intersection, stratified_samples
@@ -152,7 +153,7 @@ class VolumeRenderer(nn.Module):
         normals: NormalType | None,
         compute_normals: bool,
         generator: torch.Generator | None,
-        albedo_grad: bool = True,
+        albedo_grad: AlbedoGrad = True,
     ) -> dict[str, torch.Tensor]:
         n_rays = origins.shape[0]
         jitter = self.training
@@ -177,7 +178,7 @@ class VolumeRenderer(nn.Module):
                 t - deltas / 2, t + deltas / 2, out.density, ray_indices=ray_idx, n_rays=n_rays
             )
         light = light_per_ray[ray_idx] if light_per_ray is not None else origins[ray_idx]
-        albedo = out.albedo if albedo_grad else out.albedo.detach()
+        albedo = gate_albedo(out.albedo, albedo_grad, ray_idx)  # albedo_grad: bool, or per ray (R,)
         color = shade(shading, albedo, out.normal, pts, light, ambient, diffuse)
 
         def accumulate(values: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,7 @@ class VolumeRenderer(nn.Module):
         normals: NormalType | None = None,  # which normals (default: the field's normal_type)
         compute_normals: bool = True,  # False skips them (albedo shading only, no normal map)
         generator: torch.Generator | None = None,
-        albedo_grad: bool = True,  # False: the shaded colour takes the albedo as a constant
+        albedo_grad: AlbedoGrad = True,  # False, or False for an image of a (B,) bool: the albedo as a constant
     ) -> RenderOutput:
         b = cameras.batch_size
         origins, dirs = generate_rays(cameras, height, width)  # (B, H, W, 3)
@@ -222,10 +223,10 @@ class VolumeRenderer(nn.Module):
         light_per_ray = None
         if light_positions is not None:
             light_per_ray = light_positions.view(b, 1, 3).expand(b, height * width, 3).reshape(-1, 3)
-        args = (shading, ambient, diffuse, normals, compute_normals, generator, albedo_grad)
+        args = (shading, ambient, diffuse, normals, compute_normals, generator)
         if torch.is_grad_enabled() or o.shape[0] <= self.cfg.eval_chunk:
-            res = self.render_rays(o, d, light_per_ray, *args)
-        else:
+            res = self.render_rays(o, d, light_per_ray, *args, per_row(albedo_grad, height * width))
+        else:  # no gradient to gate
             res = self._render_chunked(o, d, light_per_ray, args)
         shape = (b, height, width)
         opacity = res["opacity"].view(*shape, 1)
