@@ -432,10 +432,10 @@ class Poisoned:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def __call__(self, rgb: torch.Tensor, cameras: Any, step: int, generator: torch.Generator):
+    def __call__(self, rgb: torch.Tensor, cameras: Any, step: int, generator: torch.Generator, t: torch.Tensor | None = None):
         if step in self.nan_grad:
             rgb.register_hook(lambda grad: grad * float("nan"))
-        out = self.inner(rgb, cameras, step=step, generator=generator)
+        out = self.inner(rgb, cameras, step=step, generator=generator, t=t)
         if step in self.nan_loss:
             out = dataclasses.replace(out, loss=out.loss * float("nan"))
         return out
