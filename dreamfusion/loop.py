@@ -47,10 +47,10 @@ class LoopConfig:
     # duller albedo: with false, lit renders shape the geometry and only albedo renders the colour.
     lit_colour_gradient: bool = True
     # Renders scored at an SDS timestep above this fraction of the schedule do not teach colour (they
-    # still shape the geometry); 1: every timestep does. An albedo render's flat colour is read as a
-    # lit object's by the prior at mid and large t, which pulls it darker: the green sphere's albedo
-    # is pulled darker at every brightness over t in [0.02, 0.5] and held at the palette over
-    # [0.02, 0.25] (docs/toy-world.md, "Two pulls on an albedo render's colour").
+    # still shape the geometry); 1: every timestep does. The prior reads an albedo render's flat
+    # colour as a lit object's at mid and large t and pulls it darker: over t in [0.02, 0.5] the
+    # green sphere's albedo has only a sliver of brightness around the palette's that it is not
+    # pulled down from, over [0.02, 0.25] a wide one (docs/toy-world.md, "The dark spheres").
     colour_t_max: Schedule = field(default_factory=lambda: constant(1.0))
     # The networks' arithmetic: fp32, or autocast to bf16 / fp16 (CUDA; fp16 with a gradient scaler);
     # auto = bf16 on a CUDA GPU that supports it, else fp32. The guidance keeps guidance.dtype.

@@ -7,8 +7,9 @@ parameter, and runs the run's SDS (guidance scale, t range and schedule, view pr
 train.colour_t_max: the timesteps that teach colour) on it.
 Prints the colour it settles at, its ΔE / ΔL* / ΔC* to the palette, and as its last line one JSON
 object. With --scan it optimizes nothing and prints the prior's mean pull on the albedo at 0.4 to
-1.1 times the palette colour instead: where that pull turns from brighter to darker, colour settles. Exit status: 0 when it settles within --tolerance ΔE of the palette (default 3), 1 when
-not, 2 bad flags or a prompt outside the toy world.
+1.1 times the palette colour instead: where that pull turns from brighter to darker, colour settles.
+Exit status: 0 when it settles within --tolerance ΔE of the palette (default 3), 1 when
+not (--scan: 0), 2 bad flags or a prompt outside the toy world.
 """
 from __future__ import annotations
 
