@@ -21,6 +21,7 @@ import torch
 from .cameras import CameraConfig, make_cameras, sample_cameras
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import ConfigError
+from .render.colour_gate import scored_below
 from .render.shading import LightConfig, sample_lights
 from .representation import Representation
 from .run_config import LoopConfig, RunConfig
@@ -195,7 +196,7 @@ class Trainer:
         if not teach or t_max >= 1.0:
             return None, teach
         timesteps = self.guidance.sample_t(t.batch_size, self.step, self.generator)  # (B,) long
-        return timesteps, timesteps.float() <= t_max * self.guidance.num_train_timesteps
+        return timesteps, scored_below(timesteps, t_max, self.guidance.num_train_timesteps)
 
     def train_step(self) -> StepResult:
         t = self.stage.loop

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import CameraConfig, Cameras, sample_cameras
+from ..render.colour_gate import scored_below
 from ..render.shading import LightConfig, shade
 from ..toyworld.scenes import ToyRenderConfig, TracedView, composite, trace_object
 from ..utils import random
@@ -85,8 +86,9 @@ def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: 
         geometry = shaded_geometry(shape, cams, cfg, light, gen, normal_noise)
         image = geometry.image(torch.sigmoid(logit), opacity)  # (B, R, R, 3)
         t = guidance.sample_t(batch_size, step, gen)  # (B,) the draw guidance would make
-        if colour_t_max is not None and colour_t_max(step) < 1.0:
-            keep = (t.float() <= colour_t_max(step) * guidance.num_train_timesteps).view(-1, 1, 1, 1)
+        t_max = 1.0 if colour_t_max is None else colour_t_max(step)
+        if t_max < 1.0:
+            keep = scored_below(t, t_max, guidance.num_train_timesteps).view(-1, 1, 1, 1)
             image = torch.where(keep, image, image.detach())
         out = guidance(image, cams, step=step, generator=gen, t=t)
         opt.zero_grad(set_to_none=True)

@@ -11,6 +11,12 @@ import torch
 AlbedoGrad = bool | torch.Tensor  # the whole batch, or a (B,) bool tensor: per image
 
 
+def scored_below(timesteps: torch.Tensor, t_max: float, num_train_timesteps: int) -> torch.Tensor:
+    """(B,) bool: which renders, scored at `timesteps` (B,) long, lie at or below the fraction
+    `t_max` of the schedule and so teach colour (train.colour_t_max)."""
+    return timesteps.float() <= t_max * num_train_timesteps
+
+
 def per_row(albedo_grad: AlbedoGrad, rows_per_image: int) -> AlbedoGrad:
     """A per-image gate (B,) repeated for each of an image's rows (pixels or rays): (B * rows,)."""
     if isinstance(albedo_grad, bool):
