@@ -62,6 +62,22 @@ def test_the_scan_shows_dim_shading_pulling_every_brightness_up(capsys):
     assert matched["pulls"][0] > 0 > matched["pulls"][-1]  # matched: brighter from below, darker from above
 
 
+def test_the_scan_shows_the_prior_holding_a_red_cube_and_fading_a_white_one(capsys):
+    """--scan's opacity pull: the bundled prior wants more of the exact red cube (positive) and less of
+    the exact white cube (negative, at every brightness near its palette): it would rather show the grey
+    background than a white cube, which is why runs lose white cubes (docs/toy-world.md)."""
+    scan = ["--scan", "--steps", "8", "guidance.embedding_cache=null"]
+    pulls = {}
+    for prompt in ("a red cube", "a white cube"):
+        assert colour_pull_main(["--prompt", prompt, *scan]) == 0
+        out = capsys.readouterr().out
+        assert "opacity:" in out
+        pulls[prompt] = json.loads(out.strip().splitlines()[-1])["opacity_pulls"]
+    near_palette = slice(2, 5)  # k = 0.8, 0.9, 1.0
+    assert all(p > 0 for p in pulls["a red cube"][near_palette]), pulls
+    assert all(p < 0 for p in pulls["a white cube"][near_palette]), pulls
+
+
 def test_a_bad_start_colour_is_one_sentence(capsys):
     assert run_cli(colour_pull_main, ["--prompt", "a red cube", "--start", "red"], prog="colour_pull") == 2
     err = capsys.readouterr().err

@@ -7,7 +7,9 @@ parameter, and runs the run's SDS (guidance scale, t range and schedule, view pr
 train.colour_t_max: the timesteps that teach colour) on it.
 Prints the colour it settles at, its ΔE / ΔL* / ΔC* to the palette, and as its last line one JSON
 object. With --scan it optimizes nothing and prints the prior's mean pull on the albedo at 0.4 to
-1.1 times the palette colour instead: where that pull turns from brighter to darker, colour settles.
+1.1 times the palette colour instead: where that pull turns from brighter to darker, colour settles;
+and its pull on the object's opacity at each of those colours: where it is negative the prior
+fades even the exact object into the background.
 Exit status: 0 when it settles within --tolerance ΔE of the palette (default 3), 1 when
 not (--scan: 0), 2 bad flags or a prompt outside the toy world.
 """
@@ -42,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scan", action="store_true",
                    help="instead of optimizing, print the prior's mean pull on the albedo at 0.4-1.1 x the palette "
-                        "colour (positive: brighter), averaged over --steps draws")
+                        "colour (positive: brighter) and on its opacity (negative: the prior fades it), "
+                        "averaged over --steps draws")
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides, as dream.py takes them")
     add_common_options(p)
     return p
@@ -97,12 +100,15 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _scan(args, cfg, guidance, shape: str, colour: str, lit: float) -> int:
-    scales = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1)
-    pulls = brightness_pull(guidance, shape, colour, cfg.camera, cfg.light, scales, args.steps, cfg.train.batch_size,
-                            lit, args.normal_noise, seed=args.seed)
-    print(f"{cfg.prompt}: the prior's pull along the palette colour (+: brighter) at k x the palette")
-    print("  ".join(f"{k:.1f}: {p:+.2f}" for k, p in zip(scales, pulls)))
-    print(json.dumps({"prompt": cfg.prompt, "scales": list(scales), "pulls": [round(p, 4) for p in pulls],
+    pulls = brightness_pull(guidance, shape, colour, cfg.camera, cfg.light, samples=args.steps,
+                            batch_size=cfg.train.batch_size, lambertian_prob=lit, normal_noise=args.normal_noise,
+                            seed=args.seed)
+    print(f"{cfg.prompt}: the prior's pulls on the true object at k x the palette colour")
+    print("  k:       " + "  ".join(f"{k:6.1f}" for k in pulls.scales))
+    print("  colour:  " + "  ".join(f"{p:+6.2f}" for p in pulls.colour) + "   (+: brighter)")
+    print("  opacity: " + "  ".join(f"{p:+6.2f}" for p in pulls.opacity) + "   (+: holds the object, -: fades it)")
+    print(json.dumps({"prompt": cfg.prompt, "scales": pulls.scales, "pulls": [round(p, 4) for p in pulls.colour],
+                      "opacity_pulls": [round(p, 4) for p in pulls.opacity],
                       "lambertian_prob": lit, "normal_noise": args.normal_noise, "samples": args.steps}))
     return 0
 

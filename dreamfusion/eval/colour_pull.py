@@ -102,25 +102,43 @@ def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: 
                       round(diff.delta_e, 3), round(diff.delta_lightness, 3), round(diff.delta_chroma, 3))
 
 
+@dataclass
+class TruthPulls:
+    """The prior's mean pulls on the true object at albedo k * palette, one entry per k (same draws)."""
+
+    scales: list[float]
+    colour: list[float]  # along the palette colour; positive: brighter
+    opacity: list[float]  # on the object's opacity at 1; positive: the prior holds the object, negative: it fades it
+
+
 def brightness_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: LightConfig,
                     scales: tuple[float, ...] = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1), samples: int = 64,
                     batch_size: int = 2, lambertian_prob: float = 0.75, normal_noise: float = 0.0,
-                    step: int = 0, seed: int = 0) -> list[float]:
+                    step: int = 0, seed: int = 0) -> TruthPulls:
     """The prior's mean pull on the albedo k * palette, for each k in `scales`, along the palette
     colour: the SDS descent direction projected on it, averaged over `samples` batches (positive:
     brighter). Where it changes sign from + to - the albedo settles; from - to + it leaves, so a
-    colour started below such a point falls toward black. The same draws for every k."""
+    colour started below such a point falls toward black. The same draws for every k.
+
+    With it, the pull on the object's opacity (at 1, fully opaque): SDS's descent direction on a
+    global opacity that blends the object into the background. Negative means the prior would
+    rather see the background there, so a field's density is eroded even where shape and colour
+    are exact; only a saturated surface (whose opacity gradient vanishes) survives it."""
     truth = torch.tensor(true_mean_albedo(shape, colour), dtype=torch.float32)
     cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob)
-    pulls = []
+    colour_pulls, opacity_pulls = [], []
     for k in scales:
         gen = torch.Generator().manual_seed(seed)
         albedo = (truth * k).clamp(0.0, 1.0).requires_grad_(True)
-        total = torch.zeros(3)
+        opacity = torch.tensor(1.0, requires_grad=True)
+        total, total_opacity = torch.zeros(3), 0.0
         for _ in range(samples):
             cams = sample_cameras(camera, batch_size, gen)
             geometry = shaded_geometry(shape, cams, cfg, light, gen, normal_noise)
-            out = guidance(geometry.image(albedo), cams, step=step, generator=gen)
-            total += torch.autograd.grad(out.loss, albedo)[0]
-        pulls.append(float(-(total / samples) @ truth / truth.norm()))
-    return pulls
+            out = guidance(geometry.image(albedo, opacity), cams, step=step, generator=gen)
+            d_albedo, d_opacity = torch.autograd.grad(out.loss, [albedo, opacity])
+            total += d_albedo
+            total_opacity += float(d_opacity)
+        colour_pulls.append(float(-(total / samples) @ truth / truth.norm()))
+        opacity_pulls.append(-total_opacity / samples)
+    return TruthPulls(list(scales), colour_pulls, opacity_pulls)
