@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -35,6 +36,28 @@ from dreamfusion.train import Trainer  # noqa: E402
 from dreamfusion.workspace import Workspace  # noqa: E402
 
 
+class _Timed:
+    """A callable that adds its wall time to `totals[label]` and otherwise stands in for `original`
+    (the trainer also reads attributes of what it calls, e.g. the guidance's sample_t)."""
+
+    def __init__(self, original: Callable, label: str, totals: dict[str, float]) -> None:
+        self._original, self._label, self._totals = original, label, totals
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self._original(*args, **kwargs)
+        finally:
+            self._totals[self._label] += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """Set on a class, it binds to instances as the method it replaces did."""
+        return self if instance is None else types.MethodType(self, instance)
+
+
 class PhaseTimer:
     """Inclusive wall time per named phase, per step: wraps functions in place and restores them."""
 
@@ -45,16 +68,8 @@ class PhaseTimer:
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
         original = getattr(owner, name)
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.current[label] += time.perf_counter() - start
-
         self._patches.append((owner, name, original))
-        setattr(owner, name, timed)
+        setattr(owner, name, _Timed(original, label, self.current))
 
     def end_step(self, total: float) -> None:
         self.current["step"] = total
