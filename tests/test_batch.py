@@ -33,7 +33,7 @@ def prior(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_ray():
     """One local instance of 2 CPUs for the module (the runner reuses a connected Ray)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield
     ray.shutdown()
@@ -179,3 +179,18 @@ def test_what_each_task_asks_for():
         plan_resources(Resources(gpus_per_run=1), {"CPU": 8.0}, local=False)
     with pytest.raises(ConfigError, match="16 CPUs in all"):
         plan_resources(Resources(cpus_per_run=32), {"CPU": 16.0}, local=False)
+
+
+def test_a_local_instance_never_joins_a_cluster_left_running(monkeypatch):
+    """Without --ray-address the runner starts its own instance (address "local"): a bare ray.init
+    joins a cluster that `ray start` left on the machine and refuses num_cpus there."""
+    from dreamfusion.batch.cluster import ray_session
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with ray_session(None) as resources:
+        assert resources == {"CPU": 2.0}
+    assert calls and calls[0]["address"] == "local" and calls[0]["num_cpus"] >= 1

@@ -57,8 +57,8 @@ def ray_session(address: str | None = None) -> Iterator[dict]:
     kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True, "logging_level": "error"}
     if address:
         kwargs["address"] = address
-    else:
-        kwargs["num_cpus"] = os.cpu_count() or 1
+    else:  # "local": a new instance even where `ray start` left a cluster running (ray.init would join it)
+        kwargs["address"], kwargs["num_cpus"] = "local", os.cpu_count() or 1
         pythonpath = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
     try:
