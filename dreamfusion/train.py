@@ -21,7 +21,7 @@ import torch
 from .cameras import CameraConfig, make_cameras, sample_cameras
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import ConfigError
-from .render.colour_gate import scored_below
+from .render.colour_gate import AlbedoGrad, scored_below
 from .render.shading import LightConfig, sample_lights
 from .representation import Representation
 from .run_config import LoopConfig, RunConfig
@@ -188,7 +188,7 @@ class Trainer:
             return ("textureless" if u[1] < t.textureless_prob else "lambertian"), light.ambient, light.diffuse
         return "albedo", 1.0, 0.0
 
-    def _colour_gate(self, shading: str) -> tuple[torch.Tensor | None, bool | torch.Tensor]:
+    def _colour_gate(self, shading: str) -> tuple[torch.Tensor | None, AlbedoGrad]:
         """(the step's SDS timesteps if drawn here, else None; which renders teach colour). Lit renders
         teach it only with lit_colour_gradient; with colour_t_max, only the renders scored at t below it."""
         t = self.stage.loop
