@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .cameras import CameraConfig
 from .config import to_dict
 from .render.background import Background
 from .run_config import RunConfig
@@ -36,9 +37,11 @@ def fine_stage(cfg: RunConfig, device: torch.device | str, coarse: Scene | None 
         raise ValueError("this run config has no fine: section")
     f = cfg.fine
     if coarse is not None:
-        rep = fine_scene_from_coarse(f.dmtet, f.train, coarse.field, coarse.background, device, cfg.seed)
+        rep = fine_scene_from_coarse(f.dmtet, f.train, coarse.field, coarse.background, device, cfg.seed,
+                                     cfg.camera.elevation_range)
     else:
-        rep = blank_fine_scene(f.dmtet, f.train, cfg.field, Background(cfg.background).to(device), cfg.field.bound, device)
+        rep = blank_fine_scene(f.dmtet, f.train, cfg.field, Background(cfg.background).to(device), cfg.field.bound, device,
+                               cfg.camera.elevation_range)
     return Stage("fine", rep, f.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
 
 
@@ -76,8 +79,9 @@ def load_stage(ws, stage: str | None = None, device: torch.device | str = "cpu",
     if not isinstance(data.get("fine"), dict):
         raise ConfigError(f"{ws.config_path} has no fine: section, so its fine stage cannot be rebuilt")
     fine = build(FineConfig, data["fine"], prefix="fine")
+    camera = build(CameraConfig, data.get("camera") or {}, prefix="camera")
     rep = blank_fine_scene(fine.dmtet, fine.train, scene_cfg.field, Background(scene_cfg.background).to(device),
-                           scene_cfg.field.bound, device)
+                           scene_cfg.field.bound, device, camera.elevation_range)
     state = load_checkpoint(path, map_location="cpu")
     try:
         rep.load_state_dict(state["scene"])

@@ -338,3 +338,82 @@ def test_normal_variation_prefers_one_sharp_crease_where_normal_consistency_spre
     assert nc["spread"] < nc["sharp"] / 2.4 and nc["sharp"] == pytest.approx(1.0 / interior)
     assert nv["sharp"] < nv["spread"] and nv["sharp"] == pytest.approx(math.sqrt(2.0) / interior, abs=1e-3)
     assert nv["flat"] < 2e-3
+
+
+def test_unseen_weights_hold_a_cubes_bottom_and_free_what_the_cameras_see():
+    """Cameras from -10 to 85 degrees never see a bottom head-on: it weighs 1; the sides weigh 0, the
+    top (seen at 85, 5 degrees off) nearly 0; cameras all round the object leave nothing unseen."""
+    from dreamfusion.dmtet.regularizers import unseen_face_weights
+
+    box = trimesh.creation.box(extents=(0.8, 0.8, 0.8))
+    v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
+    nz = torch.tensor(box.face_normals[:, 2])
+    w = unseen_face_weights(v, f, (-10.0, 85.0))
+    assert torch.allclose(w[nz < -0.5], torch.ones(2))
+    assert torch.all(w[nz.abs() < 0.5] == 0)
+    assert torch.all(w[nz > 0.5] < 0.01) and torch.all(w[nz > 0.5] > 0)
+    assert torch.all(unseen_face_weights(v, f, (-90.0, 90.0)) == 0)
+    w_low = unseen_face_weights(v, f, (20.0, 85.0))  # cameras only from above: the bottom still weighs 1
+    assert torch.allclose(w_low[nz < -0.5], torch.ones(2)) and torch.all(w_low[nz.abs() < 0.5] > 0)
+
+
+def test_unseen_regularizers_charge_a_bump_underneath_and_not_one_in_view():
+    """The same dent pushed into an icosphere's top and into its bottom: with unseen weights the
+    Laplacian and normal consistency cost the bottom one as everywhere-weighting does, the top one
+    (nearly) nothing; unweighted, both cost the same."""
+    from dreamfusion.dmtet.regularizers import (laplacian, mesh_adjacency, normal_consistency, unseen_face_weights,
+                                                vertex_weights)
+
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    base = torch.tensor(sphere.vertices, dtype=torch.float64)
+    f = torch.tensor(sphere.faces)
+    adj = mesh_adjacency(f)
+
+    def dented(z_sign: float) -> torch.Tensor:
+        v = base.clone()
+        i = int(torch.argmax(z_sign * v[:, 2]))
+        v[i] *= 0.97
+        return v
+
+    costs = {}
+    for where, sign in (("top", 1.0), ("bottom", -1.0)):
+        v = dented(sign)
+        fw = unseen_face_weights(v, f, (-10.0, 85.0))
+        vw = vertex_weights(fw, f, v.shape[0])
+        extra = lambda term, *w: float(term(v, *w) - term(base, *w))  # noqa: E731
+        costs[where] = {
+            "laplacian": extra(lambda x, *w: laplacian(x, adj, 0.1, *w)),
+            "laplacian_unseen": extra(lambda x, *w: laplacian(x, adj, 0.1, *w), vw),
+            "nc": extra(lambda x, *w: normal_consistency(x, f, adj, *w)),
+            "nc_unseen": extra(lambda x, *w: normal_consistency(x, f, adj, *w), fw),
+        }
+    top, bottom = costs["top"], costs["bottom"]
+    assert top["laplacian"] == pytest.approx(bottom["laplacian"]) and top["nc"] == pytest.approx(bottom["nc"])
+    assert bottom["laplacian_unseen"] > 0.5 * bottom["laplacian"] and bottom["nc_unseen"] > 0.5 * bottom["nc"]
+    assert abs(top["laplacian_unseen"]) < 0.01 * bottom["laplacian_unseen"]
+    assert abs(top["nc_unseen"]) < 0.01 * bottom["nc_unseen"]
+
+
+def test_the_normal_laplacian_charges_a_bump_but_not_an_uneven_flat_triangulation():
+    """A flat grid with its vertices jittered within the plane: the umbrella Laplacian charges the
+    unevenness (pulling it even would slide marching tets' vertices along oblique tet edges, out of
+    the plane); along the normal it costs nothing. A bump costs both."""
+    from dreamfusion.dmtet.regularizers import laplacian, mesh_adjacency
+    from dreamfusion.render.mesh_render import vertex_normals
+
+    n = 9
+    xs, ys = torch.meshgrid(torch.linspace(0, 1, n, dtype=torch.float64), torch.linspace(0, 1, n, dtype=torch.float64), indexing="ij")
+    flat = torch.stack([xs, ys, torch.zeros_like(xs)], -1).reshape(-1, 3)
+    idx = torch.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].reshape(-1), idx[1:, :-1].reshape(-1), idx[:-1, 1:].reshape(-1), idx[1:, 1:].reshape(-1)
+    f = torch.cat([torch.stack([a, b, d], 1), torch.stack([a, d, c], 1)])
+    adj = mesh_adjacency(f)
+    interior = ((xs > 0) & (xs < 1) & (ys > 0) & (ys < 1)).reshape(-1)
+    uneven = flat.clone()
+    uneven[interior, :2] += 0.03 * torch.randn(int(interior.sum()), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    bump = flat.clone()
+    bump[n * n // 2, 2] = 0.05
+    normal = lambda v: vertex_normals(v, f)  # noqa: E731
+    assert float(laplacian(uneven, adj, 0.1)) > float(laplacian(flat, adj, 0.1)) + 1e-3
+    assert float(laplacian(uneven, adj, 0.1, normals=normal(uneven))) < 1e-20
+    assert float(laplacian(bump, adj, 0.1, normals=normal(bump))) > 1e-3

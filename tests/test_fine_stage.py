@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -200,6 +201,27 @@ def test_a_per_image_albedo_gate_teaches_colour_from_the_kept_images_only():
     assert gated_colour.abs().sum() > 0
     assert torch.allclose(gated_colour, second_colour / 2, atol=1e-7)  # mean over 2 images, not 1
     assert torch.allclose(gated_v, (first_v + second_v) / 2, atol=1e-7)
+
+
+def test_unseen_regularizers_need_the_cameras_and_weigh_the_marched_surface():
+    """regularize: unseen without the cameras' elevations is refused when the scene is built; with
+    them, the regularizers of a marched sphere weigh only its underside (less than everywhere)."""
+    grid = __import__("dreamfusion.dmtet.grid", fromlist=["tet_grid"]).tet_grid(16)
+    sphere_sdf = grid.vertices.norm(dim=-1) - 0.5
+    colour = NeRFField(FieldConfig(hidden_dim=8, encoding=HashGridConfig(n_levels=2, log2_hashmap_size=8)), seed=0)
+    background = Background(BackgroundConfig(type="solid", color=(0, 0, 0)))
+    cfg = DMTetConfig(resolution=16, rasterizer="torch")
+    with pytest.raises(ValueError, match="elevation range"):
+        DMTetScene(cfg, FineTrainConfig(regularize="unseen"), colour, background, sphere_sdf, 1.0)
+    terms = {}
+    for mode in ("everywhere", "unseen"):
+        scene = DMTetScene(cfg, FineTrainConfig(regularize=mode, laplacian_along="normal"), colour, background, sphere_sdf, 1.0,
+                           camera_elevations=(-10.0, 85.0))
+        m = scene.mesh()
+        out = SimpleNamespace(extras={"vertices": m.vertices, "faces": m.faces})  # what a render hands the regularizers
+        terms[mode] = {k: float(v.detach()) for k, v in scene.regularizers(out).items()}
+    for k in ("normal_consistency", "laplacian"):
+        assert 0 < terms["unseen"][k] < 0.5 * terms["everywhere"][k], (k, terms)
 
 
 def test_a_dmtet_fits_renders_of_a_cube_on_the_cpu():

@@ -67,6 +67,13 @@ class FineTrainConfig(LoopConfig):
     lambda_normal_variation: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # flat faces, sharp edges
     lambda_edge_uniformity: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # mesh quality
     lambda_sdf_sign: Schedule = dataclasses.field(default_factory=lambda: constant(0.0))  # DMTet's sign regularizer
+    # Where normal consistency and the Laplacian act: everywhere, or "unseen": each face weighted by
+    # how obliquely the cameras (camera.elevation_range) see it at best (regularizers.unseen_face_weights),
+    # so the faces no image shows head-on stay smooth and the rest follow the images alone
+    regularize: Literal["everywhere", "unseen"] = "everywhere"
+    # What the Laplacian charges: a vertex's whole offset from its neighbours' mean ("all"), or only its
+    # part along the normal ("normal": bumps, not an uneven triangulation; regularizers.laplacian says why)
+    laplacian_along: Literal["all", "normal"] = "all"
     # Phases (Fantasia3D, ProlificDreamer): the first geometry_only_steps freeze the texture, the last
     # texture_only_steps freeze the geometry.
     geometry_only_steps: int = 0

@@ -13,6 +13,12 @@ clean surface looks like there (Magic3D, threestudio's refine stage):
   tetrahedra makes slivers where the surface grazes grid vertices; the deformations can even them);
 * DMTet's sign regularizer lives with marching tets (marching.sdf_sign_regularizer).
 
+Normal consistency and the Laplacian take optional per-face / per-vertex weights: with
+`regularize: unseen` (FineTrainConfig) they act only where the training cameras never see the surface
+head-on (`unseen_face_weights`). Where the prior does see it, they only pull against the images: on
+the red cube they rounded the edges and rippled the faces (14.9 deg normal error, 10.8 without), while
+the unseen bottom, with no image to hold it, took on concentric ripples of Adam's walk without them.
+
 The mesh's topology changes from step to step, so adjacency is rebuilt each time (sorting edge keys:
 a few milliseconds at 30k faces).
 """
@@ -48,12 +54,44 @@ def mesh_adjacency(faces: torch.Tensor) -> MeshAdjacency:
     return MeshAdjacency(edges, pairs)
 
 
-def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency) -> torch.Tensor:
-    """Mean over interior edges of 1 - cos(angle between the two faces' normals)."""
+def unseen_face_weights(vertices: torch.Tensor, faces: torch.Tensor, elevation_range: tuple[float, float]) -> torch.Tensor:
+    """(F,) in [0, 1]: how much evidence the training cameras lack for each face's orientation.
+
+    Cameras at elevations in `elevation_range` (degrees) and every azimuth see a face whose outward
+    normal has elevation phi head-on when phi is inside the range, and at best at the angle `gap` to
+    the range's nearest end otherwise. The weight is 1 - cos(gap), scaled so the face seen most
+    obliquely of all (a bottom, phi = -90, below cameras that go down to -10) weighs 1; a face that
+    some camera sees head-on weighs 0. Occlusion is ignored. Not differentiated (a weight, not a term)."""
+    lo, hi = (torch.deg2rad(torch.tensor(float(v))) for v in elevation_range)
+    worst = torch.maximum(lo + torch.pi / 2, torch.pi / 2 - hi).clamp_min(0.0)
+    if float(worst) <= 0.0:
+        return torch.zeros(faces.shape[0], dtype=vertices.dtype, device=vertices.device)
+    with torch.no_grad():
+        n = F.normalize(face_normals(vertices, faces), dim=-1)
+        phi = torch.asin(n[:, 2].clamp(-1.0, 1.0))
+        gap = torch.maximum(lo.to(phi) - phi, phi - hi.to(phi)).clamp_min(0.0)
+        return ((1 - torch.cos(gap)) / (1 - torch.cos(worst.to(phi)))).clamp(0.0, 1.0)
+
+
+def vertex_weights(face_weight: torch.Tensor, faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """(V,) the mean weight of the faces around each vertex (0 for a vertex no face uses)."""
+    total = torch.zeros(n_vertices, dtype=face_weight.dtype, device=face_weight.device)
+    total.index_add_(0, faces.reshape(-1), face_weight.repeat_interleave(3))
+    count = torch.zeros_like(total).index_add_(0, faces.reshape(-1), torch.ones_like(face_weight).repeat_interleave(3))
+    return total / count.clamp_min(1.0)
+
+
+def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency,
+                       face_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over interior edges of 1 - cos(angle between the two faces' normals), each edge scaled by
+    the mean weight of its two faces when `face_weight` (F,) is given."""
     if adj.face_pairs.shape[0] == 0:
         return vertices.sum() * 0
     n = F.normalize(face_normals(vertices, faces), dim=-1)
-    return (1 - (n[adj.face_pairs[:, 0]] * n[adj.face_pairs[:, 1]]).sum(-1)).mean()
+    term = 1 - (n[adj.face_pairs[:, 0]] * n[adj.face_pairs[:, 1]]).sum(-1)
+    if face_weight is not None:
+        term = term * 0.5 * (face_weight[adj.face_pairs[:, 0]] + face_weight[adj.face_pairs[:, 1]])
+    return term.mean()
 
 
 def normal_variation(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency, eps: float = 1e-6) -> torch.Tensor:
@@ -64,8 +102,13 @@ def normal_variation(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjac
     return ((n[adj.face_pairs[:, 0]] - n[adj.face_pairs[:, 1]]).square().sum(-1) + eps).sqrt().mean()
 
 
-def laplacian(vertices: torch.Tensor, adj: MeshAdjacency, cell: float) -> torch.Tensor:
-    """Mean squared offset of each vertex from its neighbours' mean (uniform weights), in cells^2."""
+def laplacian(vertices: torch.Tensor, adj: MeshAdjacency, cell: float, vertex_weight: torch.Tensor | None = None,
+              normals: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared offset of each vertex from its neighbours' mean (uniform weights), in cells^2;
+    each vertex's term scaled by `vertex_weight` (V,) when given. With unit `normals` (V, 3) only the
+    offset along the normal counts (a bump), not the offset within the surface: marching tetrahedra's
+    vertices slide along tet edges that cross the surface obliquely, so pulling an irregular but flat
+    triangulation toward its centroids lifts its vertices out of the plane and ripples it."""
     e = adj.edges
     if e.shape[0] == 0:
         return vertices.sum() * 0
@@ -74,7 +117,10 @@ def laplacian(vertices: torch.Tensor, adj: MeshAdjacency, cell: float) -> torch.
     total = torch.zeros_like(vertices).index_add(0, e[:, 0], vertices[e[:, 1]]).index_add(0, e[:, 1], vertices[e[:, 0]])
     used = degree > 0
     offset = vertices[used] - total[used] / degree[used, None]
-    return offset.square().sum(-1).mean() / cell**2
+    term = offset.square().sum(-1) if normals is None else (offset * normals[used]).sum(-1).square()
+    if vertex_weight is not None:
+        term = term * vertex_weight[used]
+    return term.mean() / cell**2
 
 
 def edge_uniformity(vertices: torch.Tensor, adj: MeshAdjacency) -> torch.Tensor:

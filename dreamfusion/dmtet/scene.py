@@ -22,13 +22,14 @@ from ..cameras import Cameras
 from ..field.nerf import NeRFField
 from ..render.background import Background
 from ..render.colour_gate import AlbedoGrad
-from ..render.mesh_render import choose_rasterizer, render_mesh
+from ..render.mesh_render import choose_rasterizer, render_mesh, vertex_normals
 from ..render.renderer import RenderOutput
 from ..representation import Representation
 from .config import DMTetConfig, FineTrainConfig
 from .grid import tet_grid
 from .marching import MarchedMesh, marching_tets, sdf_sign_regularizer
-from .regularizers import edge_uniformity, laplacian, mesh_adjacency, normal_consistency, normal_variation
+from .regularizers import (edge_uniformity, laplacian, mesh_adjacency, normal_consistency, normal_variation,
+                           unseen_face_weights, vertex_weights)
 
 
 def blur_matrix(n: int, sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -62,9 +63,15 @@ def gaussian_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
 
 class DMTetScene(nn.Module, Representation):
     def __init__(self, cfg: DMTetConfig, loop: FineTrainConfig, colour: NeRFField, background: Background,
-                 base_sdf: torch.Tensor, bound: float, device: torch.device | str = "cpu"):
+                 base_sdf: torch.Tensor, bound: float, device: torch.device | str = "cpu",
+                 camera_elevations: tuple[float, float] | None = None):
+        """camera_elevations: the training cameras' elevation range (degrees), which `regularize: unseen`
+        weighs the surface regularizers by."""
         nn.Module.__init__(self)
+        if loop.regularize == "unseen" and camera_elevations is None:
+            raise ValueError("fine.train.regularize: unseen needs the cameras' elevation range (camera_elevations)")
         self.cfg, self.loop, self._bound = cfg, loop, float(bound)
+        self.camera_elevations = camera_elevations
         self.device_ = torch.device(device)
         n = cfg.resolution + 1
         self.grid = tet_grid(cfg.resolution, bound).to(self.device_)
@@ -129,7 +136,13 @@ class DMTetScene(nn.Module, Representation):
     def regularizers(self, out: RenderOutput) -> dict[str, torch.Tensor]:
         v, f = out.extras["vertices"], out.extras["faces"]
         adj = mesh_adjacency(f)
-        terms = {"normal_consistency": normal_consistency(v, f, adj), "laplacian": laplacian(v, adj, self.grid.cell_size),
+        face_w = vertex_w = None
+        if self.loop.regularize == "unseen":
+            face_w = unseen_face_weights(v, f, self.camera_elevations)
+            vertex_w = vertex_weights(face_w, f, v.shape[0])
+        terms = {"normal_consistency": normal_consistency(v, f, adj, face_w),
+                 "laplacian": laplacian(v, adj, self.grid.cell_size, vertex_w,
+                                        vertex_normals(v, f).detach() if self.loop.laplacian_along == "normal" else None),
                  "edge_uniformity": edge_uniformity(v, adj)}
         if self.loop.lambda_normal_variation.start > 0 or self.loop.lambda_normal_variation.end > 0:
             terms["normal_variation"] = normal_variation(v, f, adj)
@@ -160,7 +173,8 @@ class EmptySurfaceError(RuntimeError):
 
 
 def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field: NeRFField, coarse_background: Background,
-                           device: torch.device | str, seed: int = 0) -> DMTetScene:
+                           device: torch.device | str, seed: int = 0,
+                           camera_elevations: tuple[float, float] | None = None) -> DMTetScene:
     """Magic3D's hand-over: the SDF from the coarse density's cleaned level set, the colour from the
     coarse albedo network (a copy: the coarse checkpoint stays as it was), or a fresh field."""
     from .init import sdf_from_density
@@ -170,7 +184,7 @@ def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field
                             optical_depth=cfg.init_optical_depth)
     colour = copy.deepcopy(coarse_field) if cfg.texture == "coarse" else NeRFField(coarse_field.cfg, device=device, seed=seed + 1)
     colour.blob_scale, colour.active_levels = 0.0, None  # the colour field is read for its albedo only
-    scene = DMTetScene(cfg, loop, colour.train(), copy.deepcopy(coarse_background), base, bound, device)
+    scene = DMTetScene(cfg, loop, colour.train(), copy.deepcopy(coarse_background), base, bound, device, camera_elevations)
     if cfg.texture == "coarse" and cfg.texture_range is not None:
         from ..render.surface_colour import rendered_albedo
         from .colour_handover import clamp_albedo_range, surface_points
@@ -186,9 +200,9 @@ def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field
 
 
 def blank_fine_scene(cfg: DMTetConfig, loop: FineTrainConfig, field_cfg, background: Background, bound: float,
-                     device: torch.device | str) -> DMTetScene:
+                     device: torch.device | str, camera_elevations: tuple[float, float] | None = None) -> DMTetScene:
     """A DMTet of the right shapes to load a checkpoint into (export and resume need no coarse run)."""
     n = cfg.resolution + 1
     colour = NeRFField(field_cfg, device=device, seed=0)
-    return DMTetScene(cfg, loop, colour, background, torch.zeros(n**3), bound, device)
+    return DMTetScene(cfg, loop, colour, background, torch.zeros(n**3), bound, device, camera_elevations)
 

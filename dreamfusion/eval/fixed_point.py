@@ -146,7 +146,7 @@ def true_fine_scene(cfg: RunConfig, shape: str, colour: str, device: torch.devic
     grid = tet_grid(d.resolution, cfg.field.bound)
     base = true_sdf(shape, grid.vertices.cpu()).float()
     return DMTetScene(d, cfg.fine.train, colour_field.train(), Background(cfg.background).to(device), base,
-                      cfg.field.bound, device)
+                      cfg.field.bound, device, cfg.camera.elevation_range)
 
 
 # ---- judging ---------------------------------------------------------------------------------------
