@@ -175,6 +175,19 @@ def check_vocabulary(cfg: RunConfig, force: bool) -> None:
     warn(f"the guidance model has never seen {words}; running anyway (--force)")
 
 
+def check_backgrounds(cfg: RunConfig) -> None:
+    """A toy prior scores renders over greys it never saw as off its data: say so, once, up front."""
+    if cfg.background.type != "random_grey" or not (Path(cfg.guidance.model) / "training_info.json").is_file():
+        return
+    from .toyworld.prior import training_backgrounds
+
+    trained = training_backgrounds(cfg.guidance.model)
+    drawn = tuple(float(v) for v in cfg.background.grey_range)
+    if any(abs(a - b) > 1e-6 for a, b in zip(trained, drawn)):
+        warn(f"background.grey_range is [{drawn[0]:g}, {drawn[1]:g}] but {cfg.guidance.model} was trained on greys "
+             f"in [{trained[0]:g}, {trained[1]:g}]; the prior will read every render as off its data")
+
+
 def open_workspace(req: RunRequest, ws: Workspace, stages: tuple[str, ...] = ("coarse",)) -> None:
     """The first write, after every check has passed: clear a replaced run (--overwrite; refining,
     only the fine stage and the result), create the folder."""
@@ -352,6 +365,7 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
     device = resolve_device(cfg.device)
     ws = check_workspace(req, cfg, stages, source)
     check_vocabulary(cfg, req.force)
+    check_backgrounds(cfg)
 
     from .dmtet.init import NoSurfaceError
     from .dmtet.scene import EmptySurfaceError

@@ -113,6 +113,10 @@ def test_training_cli_smoke_and_bad_flags(tmp_path, capsys):
     assert run_cli(main, ["--latent", "--vae-steps", "0", "--out", str(tmp_path / "p")], prog="train_toy_prior") == 2
     assert "--vae-steps" in capsys.readouterr().err and not (tmp_path / "p").exists()
     assert run_cli(main, ["--max-minutes", "5"], prog="train_toy_prior") == 2
+    assert run_cli(main, ["--background-range", "0.5,0.2", "--out", str(tmp_path / "q")], prog="train_toy_prior") == 2
+    assert "LO <= HI" in capsys.readouterr().err and not (tmp_path / "q").exists()
+    assert run_cli(main, ["--latent", "--background-range", "0,0.25", "--out", str(tmp_path / "q")], prog="train_toy_prior") == 2
+    assert "pixel prior only" in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
 @pytest.mark.skipif(not SHIPPED, reason="the latent prior is not in assets/ (scripts/train_toy_prior.py --latent)")

@@ -7,6 +7,7 @@ from dreamfusion.cameras import make_cameras, sample_cameras
 from dreamfusion.render.shading import LightConfig
 from dreamfusion.toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape, shows_mark
 from dreamfusion.toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS, make_dataset
+from dreamfusion.toyworld.prior import training_backgrounds
 from dreamfusion.toyworld.scenes import ToyRenderConfig, render_object
 from dreamfusion.toyworld.train_prior import PriorTrainConfig, train_prior
 from dreamfusion.toyworld.vocabulary import ALL_SHAPES, COLOURS, SHAPES, vocabulary
@@ -84,6 +85,32 @@ def test_smoke_training_reduces_loss(tmp_path):
     assert train_prior(tmp_path / "prior", cfg, progress=False)["steps"] == 20
 
 
+def test_a_leg_continues_from_the_committed_weights_without_the_optimizer_state(tmp_path):
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    cfg = PriorTrainConfig(steps=4, batch_size=4, n_per_class=1, warmup=1, checkpoint_every=4, background_grey_range=(0.3, 0.9))
+    train_prior(tmp_path / "prior", cfg, progress=False)
+    committed = UNet2DConditionModel.from_pretrained(str(tmp_path / "prior" / "unet")).state_dict()
+    (tmp_path / "prior" / "train_state.pt").unlink()  # lost with the machine
+    cfg.steps, cfg.background_grey_range = 7, (0.0, 0.25)
+    info = train_prior(tmp_path / "prior", cfg, progress=False)
+    assert info["steps"] == 7  # totals: 3 more steps, not 7 from scratch
+    legs = json.loads((tmp_path / "prior" / "training_info.json").read_text())["legs"]
+    assert legs == [{"from_step": 0, "to_step": 4, "background_grey_range": [0.3, 0.9], "optimizer": "fresh"},
+                    {"from_step": 4, "to_step": 7, "background_grey_range": [0.0, 0.25], "optimizer": "fresh"}]
+    after = UNet2DConditionModel.from_pretrained(str(tmp_path / "prior" / "unet")).state_dict()
+    moved = max((after[k] - committed[k]).abs().max().item() for k in committed)
+    assert 0 < moved < 0.05  # it went on from the committed weights (3 small steps), not from a new initialisation
+
+
+def test_backgrounds_come_from_the_range_asked_for():
+    data = make_dataset(1, 16, seed=0, progress=False, background_grey_range=(0.0, 0.25))
+    corners = (data.images[:, :, 0, 0] + 1) / 2  # (N, 3): one grey per image, nothing in the corners
+    assert torch.all(corners <= 0.25 + 1e-6) and torch.allclose(corners[:, 0], corners[:, 2])
+
+
 def test_prior_with_azimuth_harmonics_trains_loads_and_guides(tmp_path):
     from dreamfusion.config import ConfigError
     from dreamfusion.guidance import GuidanceConfig, camera_features, make_guidance
@@ -131,3 +158,23 @@ def test_camera_probe_sees_the_shipped_prior_use_its_camera():
     assert len(gaps["pose_gain"]) == 2 * len(T_BANDS)
     assert all(abs(v) < 1.0 for values in gaps.values() for v in values.values())
     assert sum(gaps["camera_gain"].values()) > 0  # about +1.5% per entry for the shipped prior
+
+
+def test_a_run_over_greys_its_prior_never_saw_is_warned_about(tmp_path, capsys):
+    import json
+
+    from dreamfusion.pipeline import check_backgrounds
+    from dreamfusion.run_config import load_run_config
+
+    prior = tmp_path / "prior"
+    prior.mkdir()
+    (prior / "training_info.json").write_text(json.dumps({"config": {"background_grey_range": [0.0, 0.25]}}))
+    check_backgrounds(load_run_config(REPO / "configs" / "toy.yaml", [f"guidance.model={prior}"]))
+    assert capsys.readouterr().err == ""  # the recipe draws the prior's greys
+    check_backgrounds(load_run_config(REPO / "configs" / "toy.yaml", [f"guidance.model={prior}", "background.grey_range=[0.3,0.9]"]))
+    err = capsys.readouterr().err
+    assert "trained on greys in [0, 0.25]" in err and "[0.3, 0.9]" in err
+    # the shipped recipes draw the greys their priors were trained on
+    for recipe in (REPO / "configs" / "toy.yaml", REPO / "configs" / "toy-latent.yaml"):
+        cfg = load_run_config(recipe)
+        assert tuple(cfg.background.grey_range) == training_backgrounds(cfg.guidance.model), recipe

@@ -23,7 +23,7 @@ from ..guidance.camera_conditioning import camera_features, camera_harmonics
 from ..guidance.loading import encode_texts
 from ..toyworld.classify import SilhouetteBank, classify_colour, foreground, same_shape, shows_mark
 from ..toyworld.dataset import TOY_CAMERAS, TOY_LIGHTS
-from ..toyworld.prior import load_prior
+from ..toyworld.prior import load_prior, training_backgrounds
 from ..toyworld.scenes import ToyRenderConfig, render_object
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, caption
 from ..utils import random
@@ -85,7 +85,8 @@ def mark_check(prior: Path, per_colour: int, guidance: float, steps: int) -> int
         wanted = [c for c in colours for _ in range(per_colour)]
         captions = [f"{caption(c, shape)}, {label} view" for c, label in zip(wanted, cams.view_labels())]
         samples = to_classifier(sample(prior, captions, cams, guidance, steps, seed=1))
-        truth = torch.cat([render_object(shape, c, cams[i], ToyRenderConfig(), TOY_LIGHTS, torch.Generator().manual_seed(i))[0]
+        truth = torch.cat([render_object(shape, c, cams[i], ToyRenderConfig(background_grey_range=training_backgrounds(prior)),
+                                         TOY_LIGHTS, torch.Generator().manual_seed(i))[0]
                            for i, c in enumerate(wanted)])
         result[name] = {"samples": round(shows_mark(samples).float().mean().item(), 3),
                         "true renders": round(shows_mark(truth).float().mean().item(), 3), "n": n}
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     full_captions = [f"{t}, {lab} view" for t, lab in zip(captions, cams.view_labels())]
     if args.ground_truth:
         gen = torch.Generator().manual_seed(0)
-        imgs = torch.cat([render_object(s, c, cams[i], ToyRenderConfig(), TOY_LIGHTS, gen)[0] for i, (s, c) in enumerate(wanted)])
+        truth_cfg = ToyRenderConfig(background_grey_range=training_backgrounds(args.prior))
+        imgs = torch.cat([render_object(s, c, cams[i], truth_cfg, TOY_LIGHTS, gen)[0] for i, (s, c) in enumerate(wanted)])
     else:
         drawn = sample(Path(args.prior), full_captions, cams, args.guidance, args.steps, seed=0)  # (B, 3, R, R)
         imgs = to_classifier(drawn)

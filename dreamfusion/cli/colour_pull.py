@@ -88,7 +88,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.scan:
         return _scan(args, cfg, guidance, shape, colour, lit)
     pull = colour_pull(guidance, shape, colour, cfg.camera, cfg.light, start, args.steps, cfg.train.batch_size,
-                       args.lr, lit, args.normal_noise, args.opacity, args.seed, cfg.train.colour_t_max)
+                       args.lr, lit, args.normal_noise, args.opacity, args.seed, cfg.train.colour_t_max,
+                       _grey_range(cfg))
     print(f"{cfg.prompt}: albedo {tuple(pull.start)} -> {tuple(pull.final)} (palette {tuple(pull.truth)}); "
           f"ΔE {pull.delta_e_start:.1f} -> {pull.delta_e:.1f} (ΔL* {pull.delta_lightness:+.1f}, ΔC* {pull.delta_chroma:+.1f})")
     settled = pull.delta_e <= args.tolerance
@@ -99,10 +100,18 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0 if settled else 1
 
 
+def _grey_range(cfg) -> tuple[float, float]:
+    """The run's random grey backgrounds (the prior's training backgrounds when the recipe matches it)."""
+    if cfg.background.type != "random_grey":
+        raise ConfigError(f"the colour pull draws grey backgrounds as the toy prior's data has them; "
+                          f"background.type is {cfg.background.type!r}, use random_grey")
+    return tuple(cfg.background.grey_range)
+
+
 def _scan(args, cfg, guidance, shape: str, colour: str, lit: float) -> int:
     pulls = brightness_pull(guidance, shape, colour, cfg.camera, cfg.light, samples=args.steps,
                             batch_size=cfg.train.batch_size, lambertian_prob=lit, normal_noise=args.normal_noise,
-                            seed=args.seed)
+                            seed=args.seed, background_grey_range=_grey_range(cfg))
     print(f"{cfg.prompt}: the prior's pulls on the true object at k x the palette colour")
     print("  k:       " + "  ".join(f"{k:6.1f}" for k in pulls.scales))
     print("  colour:  " + "  ".join(f"{p:+6.2f}" for p in pulls.colour) + "   (+: brighter)")

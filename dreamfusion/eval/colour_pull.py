@@ -69,7 +69,8 @@ class ColourPull:
 def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: LightConfig,
                 start: tuple[float, float, float] | None = None, steps: int = 300, batch_size: int = 2,
                 lr: float = 0.03, lambertian_prob: float = 0.75, normal_noise: float = 0.0,
-                opacity: float = 1.0, seed: int = 0, colour_t_max: Callable[[int], float] | None = None) -> ColourPull:
+                opacity: float = 1.0, seed: int = 0, colour_t_max: Callable[[int], float] | None = None,
+                background_grey_range: tuple[float, float] = ToyRenderConfig.background_grey_range) -> ColourPull:
     """Run SDS on the albedo of the true `shape` (from `start`, default the palette colour) and
     report where it settles against the palette. `guidance` must be prepared with the prompt;
     colour_t_max: step -> the fraction of the timesteps above which a render does not move the
@@ -79,7 +80,8 @@ def colour_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: 
     begin = truth if start is None else np.asarray(start, dtype=np.float64)
     logit = torch.logit(torch.tensor(begin, dtype=torch.float32).clamp(0.01, 0.99)).requires_grad_(True)
     opt = torch.optim.Adam([logit], lr=lr)
-    cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob)
+    cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob,
+                          background_grey_range=tuple(background_grey_range))
     history = []
     for step in range(steps):
         cams = sample_cameras(camera, batch_size, gen)
@@ -114,7 +116,8 @@ class TruthPulls:
 def brightness_pull(guidance, shape: str, colour: str, camera: CameraConfig, light: LightConfig,
                     scales: tuple[float, ...] = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1), samples: int = 64,
                     batch_size: int = 2, lambertian_prob: float = 0.75, normal_noise: float = 0.0,
-                    step: int = 0, seed: int = 0) -> TruthPulls:
+                    step: int = 0, seed: int = 0,
+                    background_grey_range: tuple[float, float] = ToyRenderConfig.background_grey_range) -> TruthPulls:
     """The prior's mean pull on the albedo k * palette, for each k in `scales`, along the palette
     colour: the SDS descent direction projected on it, averaged over `samples` batches (positive:
     brighter). Where it changes sign from + to - the albedo settles; from - to + it leaves, so a
@@ -125,7 +128,8 @@ def brightness_pull(guidance, shape: str, colour: str, camera: CameraConfig, lig
     rather see the background there, so a field's density is eroded even where shape and colour
     are exact; only a saturated surface (whose opacity gradient vanishes) survives it."""
     truth = torch.tensor(true_mean_albedo(shape, colour), dtype=torch.float32)
-    cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob)
+    cfg = ToyRenderConfig(resolution=guidance.resolution, lambertian_prob=lambertian_prob,
+                          background_grey_range=tuple(background_grey_range))
     colour_pulls, opacity_pulls = [], []
     for k in scales:
         gen = torch.Generator().manual_seed(seed)

@@ -19,7 +19,7 @@ from ..utils import random
 class BackgroundConfig:
     type: Literal["mlp", "solid", "random", "random_grey"] = "mlp"
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # for 'solid'
-    grey_range: tuple[float, float] = (0.3, 0.9)  # for 'random_grey' (the toy world's backgrounds)
+    grey_range: tuple[float, float] = (0.3, 0.9)  # for 'random_grey': the toy priors' training greys (configs/toy*.yaml)
     n_frequencies: int = 2  # direction encoding of the MLP
     hidden_dim: int = 16
 

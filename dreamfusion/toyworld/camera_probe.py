@@ -61,8 +61,8 @@ def camera_use(prior: LoadedPrior, colour: str = "red", n: int = 64, draws: int 
         def errors(yaw: float, features: torch.Tensor) -> dict[str, float]:
             # the object turned by +yaw is the camera turned by -yaw; the features keep the true azimuth
             seen = make_cameras(cams.elevation, cams.azimuth - yaw, cams.distance, cams.fovy)
-            img = render_object(shape, colour, seen, ToyRenderConfig(resolution=prior.image_resolution),
-                                TOY_LIGHTS, torch.Generator().manual_seed(seed))[0]
+            cfg = ToyRenderConfig(resolution=prior.image_resolution, background_grey_range=prior.backgrounds)
+            img = render_object(shape, colour, seen, cfg, TOY_LIGHTS, torch.Generator().manual_seed(seed))[0]
             x = prior.to_model(img.permute(0, 3, 1, 2) * 2 - 1)
             return _denoising_errors(unet, x, cond, features, alphas_cumprod, draws, seed + 1)
 

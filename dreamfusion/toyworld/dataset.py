@@ -26,10 +26,12 @@ class ToyDataset:
     colour_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
 
-def make_dataset(n_per_class: int, resolution: int, seed: int, progress: bool = True) -> ToyDataset:
-    """`n_per_class` renders of every (shape, colour), deterministic for a seed."""
+def make_dataset(n_per_class: int, resolution: int, seed: int, progress: bool = True,
+                 background_grey_range: tuple[float, float] = ToyRenderConfig.background_grey_range) -> ToyDataset:
+    """`n_per_class` renders of every (shape, colour), deterministic for a seed, over one uniform grey
+    per image drawn from `background_grey_range`."""
     gen = torch.Generator().manual_seed(seed)
-    cfg = ToyRenderConfig(resolution=resolution)
+    cfg = ToyRenderConfig(resolution=resolution, background_grey_range=tuple(background_grey_range))
     images, captions, els, azs, shapes, colours = [], [], [], [], [], []
     classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]
     for si_ci in tqdm(classes, desc="rendering toy world", disable=not progress):

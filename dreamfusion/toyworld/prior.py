@@ -87,6 +87,7 @@ class LoadedPrior:
     encoder: Any
     scheduler: Any
     vae: Any = None
+    backgrounds: tuple[float, float] = (0.3, 0.9)  # the grey range of its training backgrounds
 
     @property
     def image_resolution(self) -> int:
@@ -116,4 +117,17 @@ def load_prior(folder: str | Path, scheduler_class: str = "DDPMScheduler") -> Lo
     enc = CLIPTextModel.from_pretrained(str(folder / "text_encoder")).eval()
     sched = getattr(diffusers, scheduler_class).from_pretrained(str(folder / "scheduler"))
     vae = diffusers.AutoencoderKL.from_pretrained(str(folder / "vae")).eval() if (folder / "vae").is_dir() else None
-    return LoadedPrior(unet_, tok, enc, sched, vae)
+    return LoadedPrior(unet_, tok, enc, sched, vae, training_backgrounds(folder))
+
+
+def training_backgrounds(folder: str | Path) -> tuple[float, float]:
+    """The grey range of the backgrounds a toy prior was trained on (its training_info.json); the
+    range of the priors trained before it was recorded, (0.3, 0.9), when the file does not say."""
+    import json
+
+    path = Path(folder) / "training_info.json"
+    try:
+        lo, hi = json.loads(path.read_text())["config"]["background_grey_range"]
+        return (float(lo), float(hi))
+    except (OSError, ValueError, KeyError, TypeError):
+        return (0.3, 0.9)

@@ -66,7 +66,7 @@ class ToyRenderConfig:
     resolution: int = 32
     supersample: int = 2
     lambertian_prob: float = 0.75  # else albedo only (DreamFusion: shaded with p = 0.75)
-    background_grey_range: tuple[float, float] = (0.3, 0.9)  # = BackgroundConfig.grey_range
+    background_grey_range: tuple[float, float] = (0.3, 0.9)  # the shipped priors' (PriorTrainConfig, configs/toy*.yaml)
     march_steps: int = 40
 
 

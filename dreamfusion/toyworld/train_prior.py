@@ -43,6 +43,9 @@ class PriorTrainConfig:
     resolution: int = 32
     seed: int = 0
     checkpoint_every: int = 250
+    # The greys behind the objects: configs/toy.yaml's background.grey_range must be the same (a run
+    # warns when they differ). Over darker greys whites survive SDS but colours darken (docs/toy-world.md)
+    background_grey_range: tuple[float, float] = (0.3, 0.9)
 
 
 def cosine_lr(lr: float, warmup: int, steps: int, step: int) -> float:
@@ -61,6 +64,42 @@ def ema_update(ema: torch.nn.Module, live: torch.nn.Module, step: int, decay: fl
         pe.lerp_(pl, 1 - d)
 
 
+def _continue_from_weights(out: Path, unet, encoder, ema: dict) -> tuple[int, float]:
+    """A leg without the optimizer state (lost with a machine, or never committed): the live and EMA
+    weights both start from the committed (EMA) weights, Adam starts afresh, and the step count and
+    training time continue from training_info.json, so --steps stays a total."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    try:
+        weights = UNet2DConditionModel.from_pretrained(str(out / "unet")).state_dict()
+        unet.load_state_dict(weights), ema["unet"].load_state_dict(weights)
+        text = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
+        encoder.load_state_dict(text), ema["encoder"].load_state_dict(text)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ConfigError(f"{out} holds weights of another model layout or an unreadable folder ({exc}); "
+                          "train into a new --out folder") from None
+    info_path = out / "training_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return int(info.get("steps", 0)), float(info.get("train_seconds", 0.0))
+
+
+def _earlier_legs(info_path: Path, step: int) -> list[dict]:
+    """The legs that made the weights this call starts from (training_info.json's, or one leg
+    rebuilt from its config for a folder written before legs were recorded)."""
+    if step == 0 or not info_path.is_file():
+        return []
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError:
+        return []
+    if "legs" in info:
+        return [leg for leg in info["legs"] if leg.get("to_step", 0) <= step]
+    config = info.get("config", {})
+    return [{"from_step": 0, "to_step": info.get("steps", step), "optimizer": "fresh",
+             "background_grey_range": config.get("background_grey_range", [0.3, 0.9])}]
+
+
 def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into `out`/train_state.pt, then write the diffusers folder into `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -74,6 +113,7 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     ema = {"unet": copy.deepcopy(unet).eval(), "encoder": copy.deepcopy(encoder).eval()}
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step, elapsed, losses = 0, 0.0, []
+    fresh_adam_at = 0  # the step Adam (re)started at: its moments warm up again from there
     state_path = out / "train_state.pt"
     if state_path.is_file():
         state = load_checkpoint(state_path)
@@ -88,7 +128,15 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
-    data = make_dataset(cfg.n_per_class, cfg.resolution, cfg.seed, progress=progress)
+    elif (out / "unet").is_dir():
+        step, elapsed = _continue_from_weights(out, unet, encoder, ema)
+        fresh_adam_at = step
+        gen.manual_seed(cfg.seed + 1 + step)  # a leg's batches are not the first leg's again
+    legs = _earlier_legs(out / "training_info.json", step)
+    legs.append({"from_step": step, "background_grey_range": list(cfg.background_grey_range),
+                 "optimizer": "fresh" if fresh_adam_at == step else "resumed"})
+    data = make_dataset(cfg.n_per_class, cfg.resolution, cfg.seed, progress=progress,
+                        background_grey_range=cfg.background_grey_range)
     n = data.images.shape[0]
     alphas = sched.alphas_cumprod
     unet.train(), encoder.train()
@@ -112,7 +160,7 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         pred = unet(xt, t, encoder_hidden_states=cond, class_labels=cam).sample
         loss = F.mse_loss(pred, noise)
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
+            group["lr"] = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step) * min(1.0, (step - fresh_adam_at + 1) / cfg.warmup)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -137,10 +185,11 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     tokenizer.save_pretrained(str(out / "tokenizer"))
     sched.save_pretrained(str(out / "scheduler"))
     k = max(1, min(100, len(losses) // 4))  # mean over the first and last quarter (at most 100 steps)
+    legs[-1]["to_step"] = step
     info = {
         "steps": step, "train_seconds": round(elapsed, 1), "final_loss": sum(losses[-k:]) / k,
         "first_loss": sum(losses[:k]) / k, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "config": asdict(cfg), "vocabulary": vocabulary(),
+        "config": asdict(cfg), "legs": legs, "vocabulary": vocabulary(),
     }
     (out / "training_info.json").write_text(json.dumps(info, indent=1))
     return info
