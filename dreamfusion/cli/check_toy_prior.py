@@ -78,6 +78,7 @@ def mark_check(prior: Path, per_colour: int, guidance: float, steps: int) -> int
     """How often samples show the mark, per set, beside the detector's rate on true renders."""
     gen = torch.Generator().manual_seed(11)
     colours = [c for c in COLOURS if c != "white"]  # shows_mark reads light marks on coloured bodies
+    truth_cfg = ToyRenderConfig(background_grey_range=training_backgrounds(prior))
     result = {}
     for name, (shape, (lo, hi)) in MARK_SETS.items():
         n = per_colour * len(colours)
@@ -85,8 +86,7 @@ def mark_check(prior: Path, per_colour: int, guidance: float, steps: int) -> int
         wanted = [c for c in colours for _ in range(per_colour)]
         captions = [f"{caption(c, shape)}, {label} view" for c, label in zip(wanted, cams.view_labels())]
         samples = to_classifier(sample(prior, captions, cams, guidance, steps, seed=1))
-        truth = torch.cat([render_object(shape, c, cams[i], ToyRenderConfig(background_grey_range=training_backgrounds(prior)),
-                                         TOY_LIGHTS, torch.Generator().manual_seed(i))[0]
+        truth = torch.cat([render_object(shape, c, cams[i], truth_cfg, TOY_LIGHTS, torch.Generator().manual_seed(i))[0]
                            for i, c in enumerate(wanted)])
         result[name] = {"samples": round(shows_mark(samples).float().mean().item(), 3),
                         "true renders": round(shows_mark(truth).float().mean().item(), 3), "n": n}

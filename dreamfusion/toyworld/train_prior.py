@@ -64,10 +64,10 @@ def ema_update(ema: torch.nn.Module, live: torch.nn.Module, step: int, decay: fl
         pe.lerp_(pl, 1 - d)
 
 
-def _continue_from_weights(out: Path, unet, encoder, ema: dict) -> tuple[int, float]:
+def _continue_from_weights(out: Path, unet, encoder, ema: dict) -> None:
     """A leg without the optimizer state (lost with a machine, or never committed): the live and EMA
-    weights both start from the committed (EMA) weights, Adam starts afresh, and the step count and
-    training time continue from training_info.json, so --steps stays a total."""
+    weights both start from the committed (EMA) weights; Adam starts afresh, and the caller takes
+    the step count and training time from training_info.json, so --steps stays a total."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -79,19 +79,20 @@ def _continue_from_weights(out: Path, unet, encoder, ema: dict) -> tuple[int, fl
     except (RuntimeError, OSError, ValueError) as exc:
         raise ConfigError(f"{out} holds weights of another model layout or an unreadable folder ({exc}); "
                           "train into a new --out folder") from None
-    info_path = out / "training_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    return int(info.get("steps", 0)), float(info.get("train_seconds", 0.0))
 
 
-def _earlier_legs(info_path: Path, step: int) -> list[dict]:
+def _read_info(out: Path) -> dict:
+    """The folder's training_info.json ({} when there is none or it is unreadable)."""
+    try:
+        return json.loads((out / "training_info.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _earlier_legs(info: dict, step: int) -> list[dict]:
     """The legs that made the weights this call starts from (training_info.json's, or one leg
     rebuilt from its config for a folder written before legs were recorded)."""
-    if step == 0 or not info_path.is_file():
-        return []
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError:
+    if step == 0 or not info:
         return []
     if "legs" in info:
         return [leg for leg in info["legs"] if leg.get("to_step", 0) <= step]
@@ -115,6 +116,7 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
     step, elapsed, losses = 0, 0.0, []
     fresh_adam_at = 0  # the step Adam (re)started at: its moments warm up again from there
     state_path = out / "train_state.pt"
+    previous = _read_info(out)
     if state_path.is_file():
         state = load_checkpoint(state_path)
         try:
@@ -129,10 +131,11 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         gen.set_state(state["generator"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
     elif (out / "unet").is_dir():
-        step, elapsed = _continue_from_weights(out, unet, encoder, ema)
+        _continue_from_weights(out, unet, encoder, ema)
+        step, elapsed = int(previous.get("steps", 0)), float(previous.get("train_seconds", 0.0))
         fresh_adam_at = step
         gen.manual_seed(cfg.seed + 1 + step)  # a leg's batches are not the first leg's again
-    legs = _earlier_legs(out / "training_info.json", step)
+    legs = _earlier_legs(previous, step)
     legs.append({"from_step": step, "background_grey_range": list(cfg.background_grey_range),
                  "optimizer": "fresh" if fresh_adam_at == step else "resumed"})
     data = make_dataset(cfg.n_per_class, cfg.resolution, cfg.seed, progress=progress,
