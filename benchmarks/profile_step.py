@@ -106,7 +106,8 @@ def coarse_targets(trainer: Trainer) -> list[tuple[Any, str, str]]:
         (rep, "render", "render (forward)"),
         (renderer.VolumeRenderer, "_visible", "  sampling pre-pass (no grad)"),
         (nerf.NeRFField, "forward", "  field forward (+ analytic normals)"),
-        (encoding.HashGridEncoding, "corner_indices_and_weights", "    hash-grid corners and weights"),
+        (encoding.HashGridEncoding, "corner_indices_and_weights", "    hash-grid corners and weights"),  # points with a gradient
+        (encoding.HashGridEncoding, "_corner_planes", "    hash-grid corners and weights"),  # ray samples
         (renderer, "compositing_weights", "  compositing weights"),
         (trainer, "guidance", "prior forward + SDS"),
         (rep, "regularizers", "regularizers"),

