@@ -55,23 +55,31 @@ def mesh_adjacency(faces: torch.Tensor) -> MeshAdjacency:
     return MeshAdjacency(edges, pairs)
 
 
-def unseen_face_weights(vertices: torch.Tensor, faces: torch.Tensor, elevation_range: tuple[float, float]) -> torch.Tensor:
+def unseen_face_weights(vertices: torch.Tensor, faces: torch.Tensor, elevation_range: tuple[float, float],
+                        unit_normals: torch.Tensor | None = None) -> torch.Tensor:
     """(F,) in [0, 1]: how much evidence the training cameras lack for each face's orientation.
 
     Cameras at elevations in `elevation_range` (degrees) and every azimuth see a face whose outward
     normal has elevation phi head-on when phi is inside the range, and at best at the angle `gap` to
     the range's nearest end otherwise. The weight is 1 - cos(gap), scaled so the face seen most
     obliquely of all (a bottom, phi = -90, below cameras that go down to -10) weighs 1; a face that
-    some camera sees head-on weighs 0. Occlusion is ignored. Not differentiated (a weight, not a term)."""
+    some camera sees head-on weighs 0. Occlusion is ignored. Not differentiated (a weight, not a term).
+    `unit_normals` (F, 3): the faces' unit normals when already computed (`unit_face_normals`)."""
     lo, hi = (torch.deg2rad(torch.tensor(float(v))) for v in elevation_range)
     worst = torch.maximum(lo + torch.pi / 2, torch.pi / 2 - hi).clamp_min(0.0)
     if float(worst) <= 0.0:
         return torch.zeros(faces.shape[0], dtype=vertices.dtype, device=vertices.device)
     with torch.no_grad():
-        n = F.normalize(face_normals(vertices, faces), dim=-1)
+        n = unit_face_normals(vertices, faces) if unit_normals is None else unit_normals
         phi = torch.asin(n[:, 2].clamp(-1.0, 1.0))
         gap = torch.maximum(lo.to(phi) - phi, phi - hi.to(phi)).clamp_min(0.0)
         return ((1 - torch.cos(gap)) / (1 - torch.cos(worst.to(phi)))).clamp(0.0, 1.0)
+
+
+def unit_face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F, 3) unit face normals, differentiable in the vertices: computed once per step and shared by
+    the terms below (each would otherwise gather and cross the same triangles again)."""
+    return F.normalize(face_normals(vertices, faces), dim=-1)
 
 
 def vertex_weights(face_weight: torch.Tensor, faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
@@ -83,23 +91,24 @@ def vertex_weights(face_weight: torch.Tensor, faces: torch.Tensor, n_vertices: i
 
 
 def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency,
-                       face_weight: torch.Tensor | None = None) -> torch.Tensor:
+                       face_weight: torch.Tensor | None = None, unit_normals: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over interior edges of 1 - cos(angle between the two faces' normals), each edge scaled by
-    the mean weight of its two faces when `face_weight` (F,) is given."""
+    the mean weight of its two faces when `face_weight` (F,) is given (`unit_normals`: as above)."""
     if adj.face_pairs.shape[0] == 0:
         return vertices.sum() * 0
-    n = F.normalize(face_normals(vertices, faces), dim=-1)
+    n = unit_face_normals(vertices, faces) if unit_normals is None else unit_normals
     term = 1 - (n[adj.face_pairs[:, 0]] * n[adj.face_pairs[:, 1]]).sum(-1)
     if face_weight is not None:
         term = term * 0.5 * (face_weight[adj.face_pairs[:, 0]] + face_weight[adj.face_pairs[:, 1]])
     return term.mean()
 
 
-def normal_variation(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency, eps: float = 1e-6) -> torch.Tensor:
+def normal_variation(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjacency, eps: float = 1e-6,
+                     unit_normals: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over interior edges of |n_a - n_b| (smoothed by eps at 0, where its gradient would be undefined)."""
     if adj.face_pairs.shape[0] == 0:
         return vertices.sum() * 0
-    n = F.normalize(face_normals(vertices, faces), dim=-1)
+    n = unit_face_normals(vertices, faces) if unit_normals is None else unit_normals
     return ((n[adj.face_pairs[:, 0]] - n[adj.face_pairs[:, 1]]).square().sum(-1) + eps).sqrt().mean()
 
 

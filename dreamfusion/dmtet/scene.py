@@ -29,7 +29,7 @@ from .config import DMTetConfig, FineTrainConfig
 from .grid import tet_grid
 from .marching import MarchedMesh, marching_tets, sdf_sign_regularizer
 from .regularizers import (edge_uniformity, laplacian, mesh_adjacency, normal_consistency, normal_variation,
-                           unseen_face_weights, vertex_weights)
+                           unit_face_normals, unseen_face_weights, vertex_weights)
 
 
 def blur_matrix(n: int, sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -136,18 +136,24 @@ class DMTetScene(nn.Module, Representation):
     def regularizers(self, out: RenderOutput) -> dict[str, torch.Tensor]:
         v, f = out.extras["vertices"], out.extras["faces"]
         adj = mesh_adjacency(f)
+        n = unit_face_normals(v, f)  # shared by the terms that read face normals
         face_w = vertex_w = None
         if self.loop.regularize == "unseen":
-            face_w = unseen_face_weights(v, f, self.camera_elevations)
+            face_w = unseen_face_weights(v, f, self.camera_elevations, n)
             vertex_w = vertex_weights(face_w, f, v.shape[0])
-        terms = {"normal_consistency": normal_consistency(v, f, adj, face_w),
-                 "laplacian": laplacian(v, adj, self.grid.cell_size, vertex_w,
-                                        vertex_normals(v, f).detach() if self.loop.laplacian_along == "normal" else None),
-                 "edge_uniformity": edge_uniformity(v, adj)}
-        if self.loop.lambda_normal_variation.start > 0 or self.loop.lambda_normal_variation.end > 0:
-            terms["normal_variation"] = normal_variation(v, f, adj)
-        if self.loop.lambda_sdf_sign.start > 0 or self.loop.lambda_sdf_sign.end > 0:
-            terms["sdf_sign"] = sdf_sign_regularizer(self.sdf(), self.grid.edges)
+        along = None
+        if self.loop.laplacian_along == "normal":  # the render's vertex normals, as a direction (no gradient)
+            along = out.extras.get("vertex_normals")
+            along = vertex_normals(v, f) if along is None else along
+        terms = {"normal_consistency": normal_consistency(v, f, adj, face_w, n),
+                 "laplacian": laplacian(v, adj, self.grid.cell_size, vertex_w, None if along is None else along.detach())}
+        optional = {"edge_uniformity": lambda: edge_uniformity(v, adj),  # terms computed only when weighed
+                    "normal_variation": lambda: normal_variation(v, f, adj, unit_normals=n),
+                    "sdf_sign": lambda: sdf_sign_regularizer(self.sdf(), self.grid.edges)}
+        for name, term in optional.items():
+            weight = getattr(self.loop, f"lambda_{name}")
+            if weight.start > 0 or weight.end > 0:
+                terms[name] = term()
         return terms
 
     @torch.no_grad()

@@ -101,4 +101,4 @@ def render_mesh(
     albedo_img = torch.zeros(B * HW, 3, dtype=pos.dtype, device=pos.device).index_copy(0, pix, albedo).view(B, height, width, 3)
     depth = frags.depth.unsqueeze(-1) * mask
     return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, normal=nrm_img * mask, albedo=albedo_img,
-                        extras={"vertices": vertices, "faces": faces})
+                        extras={"vertices": vertices, "faces": faces, "vertex_normals": normals})
