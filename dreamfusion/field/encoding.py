@@ -223,7 +223,8 @@ class HashGridEncoding(nn.Module):
         """(C, F, L, N): the C weightings of each point's 8 corner features (see _corner_planes)."""
         n, levels, feats = x.shape[0], self.cfg.n_levels, self.cfg.n_features_per_level
         idx, weights = self._corner_planes(x, slopes)
-        corners = self.table.index_select(0, idx).T.contiguous().view(feats, 8, levels * n)  # (F, 8, L*N)
+        # one gather per feature column: faster than gathering rows and transposing them (forward and backward)
+        corners = torch.stack([self.table[:, f].index_select(0, idx) for f in range(feats)]).view(feats, 8, levels * n)
         return _WeightCorners.apply(corners, weights).view(weights.shape[0], feats, levels, n)
 
     def forward_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
