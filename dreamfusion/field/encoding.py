@@ -9,8 +9,8 @@ Why it is fast on CPU: all levels are computed at once (levels are a tensor dime
 one concatenated parameter), and the 8 corner indices and weights come from per-axis pairs combined
 by broadcasting. Points that need no gradient themselves (ray samples, colour lookups: nearly every
 call) are laid out points-last, so each elementwise op runs over long contiguous rows; their
-analytic normals come from the weights' slopes written out (`forward_with_jacobian`, forward mode),
-not from a double backward. Points that do need a gradient take one `embedding_bag` call whose
+analytic normals come from the weights' slopes written out (`forward_with_jacobian`), not from a
+double backward. Points that do need a gradient take one `embedding_bag` call whose
 backward is written out by hand with differentiable ops, so second derivatives work there too.
 """
 from __future__ import annotations

@@ -7,8 +7,8 @@ Density is `softplus(raw + blob(x))`: the blob is a fixed bias that makes the in
 ball at the origin (DreamFusion's Gaussian or Magic3D's linear falloff), so the first renders show
 an object for the guidance to shape. `blob_scale` may be lowered during a run (a fading blob) so a
 dense core the prior wants hollow (a torus) can empty. Normals come three ways: analytic (minus the
-normalised density gradient: for ray samples in forward mode through the grid and the trunk, else by
-autograd), central finite differences, or the predicted head.
+normalised density gradient: for ray samples the chain rule written out through the grid and the
+trunk, else by autograd), central finite differences, or the predicted head.
 """
 from __future__ import annotations
 
@@ -203,10 +203,10 @@ class NeRFField(nn.Module):
         that need no gradient, in one forward pass (no autograd.grad, so no double backward later).
 
         The hash grid gives its features with their derivative in x (HashGridEncoding.forward_with_jacobian);
-        the derivative is carried through the trunk as three tangents (3, N, hidden) (forward mode: a
-        linear layer multiplies them by its weight, a ReLU zeroes them where it is off), then through
-        the softplus. 1.8x faster than autograd's normals for a field step of 10k samples on the CPU
-        (forward and backward), equal to float rounding (tests/test_field.py)."""
+        the density's derivative in the features comes back through the trunk (a linear layer multiplies
+        by its weight, a ReLU zeroes where it was off) and through the softplus, and the chain rule
+        joins the two. About 2x faster than autograd's normals for a field step of 10k samples on the
+        CPU (forward and backward), equal to float rounding (tests/test_field.py)."""
         bound = self.cfg.bound
         unit = (x / bound) * 0.5 + 0.5
         inside = ((unit >= 0.0) & (unit <= 1.0)).to(x.dtype)  # the clamp passes a gradient only inside
@@ -215,17 +215,23 @@ class NeRFField(nn.Module):
         mask = self._level_mask(enc)
         if mask is not None:
             enc, jac = enc * mask, jac * mask
-        h, tangent = enc, jac
+        h, gates = enc, []
         for layer in self.trunk:
-            if isinstance(layer, nn.Linear):
-                h, tangent = layer(h), tangent @ layer.weight.T
-            elif isinstance(layer, nn.ReLU):
-                on = h > 0
-                h, tangent = torch.relu(h), tangent * on.to(tangent.dtype)
+            if isinstance(layer, nn.ReLU):
+                gates.append(h > 0)
+                h = torch.relu(h)
+            elif isinstance(layer, nn.Linear):
+                h = layer(h)
             else:
-                raise TypeError(f"no forward-mode rule for {type(layer).__name__} in the trunk")
+                raise TypeError(f"no derivative rule for {type(layer).__name__} in the trunk")
         pre = self.density_head(h).squeeze(-1) + self.blob(x) + self.cfg.density_bias
-        grad_pre = (tangent @ self.density_head.weight.T).squeeze(-1).T + self.blob_gradient(x)  # (N, 3)
+        # d pre / d enc, back through the trunk: a row vector (the same for every point until the
+        # first ReLU from the top), then (N, width) -- one product a layer where carrying the three
+        # derivatives forward costs three
+        back = self.density_head.weight  # (1, hidden)
+        for layer in reversed(self.trunk):
+            back = back @ layer.weight if isinstance(layer, nn.Linear) else back * gates.pop().to(back.dtype)
+        grad_pre = (jac * back).sum(-1).T + self.blob_gradient(x)  # (N, 3)
         # times softplus' slope: only the direction matters, except where the density is ~0 and the
         # gradient falls below normalize's eps, which autograd's normals see too
         return h, F.softplus(pre), torch.sigmoid(pre).unsqueeze(-1) * grad_pre
