@@ -1,4 +1,4 @@
-"""The field's analytic normals by forward mode (ray samples) against autograd's double backward."""
+"""The field's analytic normals of ray samples (the chain rule written out) against autograd's double backward."""
 import pytest
 import torch
 
@@ -19,7 +19,7 @@ def _normals_and_gradients(field: NeRFField, x: torch.Tensor, by_autograd: bool)
 
 
 @pytest.mark.parametrize("blob,active_levels,layers", [("gaussian", None, 1), ("linear", 2, 2)])
-def test_forward_mode_normals_equal_autograds_with_the_same_parameter_gradients(blob, active_levels, layers):
+def test_written_out_normals_equal_autograds_with_the_same_parameter_gradients(blob, active_levels, layers):
     field = NeRFField(FieldConfig(encoding=GRID, hidden_dim=32, n_hidden_layers=layers, blob=blob), seed=0)
     field.active_levels = active_levels
     with torch.no_grad():
@@ -34,7 +34,7 @@ def test_forward_mode_normals_equal_autograds_with_the_same_parameter_gradients(
         assert (g_fast[name] - ref).norm() <= 1e-4 * ref.norm() + 1e-7, name
 
 
-def test_forward_mode_normals_carry_no_gradient_outside_training():
+def test_written_out_normals_carry_no_gradient_outside_training():
     """As autograd's normals without create_graph: in eval mode nothing trains through them."""
     field = NeRFField(FieldConfig(encoding=GRID, hidden_dim=16), seed=0).eval()
     out = field(torch.rand(50, 3) - 0.5, normals="analytic")
