@@ -40,18 +40,22 @@ class MeshAdjacency:
 
 
 def mesh_adjacency(faces: torch.Tensor) -> MeshAdjacency:
-    """Unique edges and the face pairs across them, from faces (F, 3)."""
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])  # (3F, 2) half-edges
-    lo, hi = e.min(1).values, e.max(1).values
+    """Unique edges and the face pairs across them, from faces (F, 3).
+
+    Gathers with index_select on flat indices throughout: on the CPU several times faster than
+    advanced or boolean indexing, which dominated the fine stage's regularizers."""
+    a, b = faces.reshape(-1), faces.roll(-1, 1).reshape(-1)  # half-edge h = 3f + k: (v_k, v_k+1)
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
     key = lo * (int(faces.max()) + 1 if faces.numel() else 1) + hi
     order = torch.argsort(key)
-    ks = key[order]
-    face_of = torch.arange(faces.shape[0], device=faces.device).repeat(3)[order]
-    same = ks[1:] == ks[:-1]  # consecutive equal keys: the two faces of one edge
-    pairs = torch.stack([face_of[:-1][same], face_of[1:][same]], 1)
+    ks = key.index_select(0, order)
+    face_of = torch.div(order, 3, rounding_mode="floor")
+    same = (ks[1:] == ks[:-1]).nonzero().squeeze(1)  # consecutive equal keys: the two faces of one edge
+    pairs = torch.stack([face_of.index_select(0, same), face_of.index_select(0, same + 1)], 1)
     first = torch.ones_like(ks, dtype=torch.bool)
-    first[1:] = ~same
-    edges = torch.stack([lo[order][first], hi[order][first]], 1)
+    first[same + 1] = False
+    kept = order.index_select(0, first.nonzero().squeeze(1))
+    edges = torch.stack([lo.index_select(0, kept), hi.index_select(0, kept)], 1)
     return MeshAdjacency(edges, pairs)
 
 
@@ -97,9 +101,10 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdj
     if adj.face_pairs.shape[0] == 0:
         return vertices.sum() * 0
     n = unit_face_normals(vertices, faces) if unit_normals is None else unit_normals
-    term = 1 - (n[adj.face_pairs[:, 0]] * n[adj.face_pairs[:, 1]]).sum(-1)
+    fa, fb = adj.face_pairs[:, 0], adj.face_pairs[:, 1]
+    term = 1 - (n.index_select(0, fa) * n.index_select(0, fb)).sum(-1)
     if face_weight is not None:
-        term = term * 0.5 * (face_weight[adj.face_pairs[:, 0]] + face_weight[adj.face_pairs[:, 1]])
+        term = term * 0.5 * (face_weight.index_select(0, fa) + face_weight.index_select(0, fb))
     return term.mean()
 
 
@@ -109,7 +114,8 @@ def normal_variation(vertices: torch.Tensor, faces: torch.Tensor, adj: MeshAdjac
     if adj.face_pairs.shape[0] == 0:
         return vertices.sum() * 0
     n = unit_face_normals(vertices, faces) if unit_normals is None else unit_normals
-    return ((n[adj.face_pairs[:, 0]] - n[adj.face_pairs[:, 1]]).square().sum(-1) + eps).sqrt().mean()
+    diff = n.index_select(0, adj.face_pairs[:, 0]) - n.index_select(0, adj.face_pairs[:, 1])
+    return (diff.square().sum(-1) + eps).sqrt().mean()
 
 
 def laplacian(vertices: torch.Tensor, adj: MeshAdjacency, cell: float, vertex_weight: torch.Tensor | None = None,
@@ -124,12 +130,14 @@ def laplacian(vertices: torch.Tensor, adj: MeshAdjacency, cell: float, vertex_we
         return vertices.sum() * 0
     ones = torch.ones(e.shape[0], dtype=vertices.dtype, device=vertices.device)
     degree = torch.zeros(vertices.shape[0], dtype=vertices.dtype, device=vertices.device).index_add(0, e[:, 0], ones).index_add(0, e[:, 1], ones)
-    total = torch.zeros_like(vertices).index_add(0, e[:, 0], vertices[e[:, 1]]).index_add(0, e[:, 1], vertices[e[:, 0]])
-    used = degree > 0
-    offset = vertices[used] - total[used] / degree[used, None]
-    term = offset.square().sum(-1) if normals is None else (offset * normals[used]).sum(-1).square()
+    total = (torch.zeros_like(vertices).index_add(0, e[:, 0], vertices.index_select(0, e[:, 1]))
+             .index_add(0, e[:, 1], vertices.index_select(0, e[:, 0])))
+    used = (degree > 0).nonzero().squeeze(1)
+    pick = lambda t: t.index_select(0, used)  # noqa: E731
+    offset = pick(vertices) - pick(total) / pick(degree)[:, None]
+    term = offset.square().sum(-1) if normals is None else (offset * pick(normals)).sum(-1).square()
     if vertex_weight is not None:
-        term = term * vertex_weight[used]
+        term = term * pick(vertex_weight)
     return term.mean() / cell**2
 
 
@@ -138,5 +146,5 @@ def edge_uniformity(vertices: torch.Tensor, adj: MeshAdjacency) -> torch.Tensor:
     e = adj.edges
     if e.shape[0] == 0:
         return vertices.sum() * 0
-    length = (vertices[e[:, 0]] - vertices[e[:, 1]]).norm(dim=-1)
+    length = (vertices.index_select(0, e[:, 0]) - vertices.index_select(0, e[:, 1])).norm(dim=-1)
     return (length / length.mean().detach().clamp_min(1e-12) - 1).square().mean()
