@@ -152,7 +152,6 @@ class HashGridEncoding(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         table = (random.rand((sum(sizes), cfg.n_features_per_level), gen) * 2 - 1) * 1e-4
         self.table = nn.Parameter(table)
-        self.register_buffer("_bits", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
         self.register_buffer("_slope", torch.tensor([-1.0, 1.0]), persistent=False)
         # A state dict in tinycudann's layout loads too (one reshape; see TcnnHashGridEncoding).
         self.register_load_state_dict_pre_hook(lambda m, state, prefix, *_: canonical_table(state, prefix, m.cfg))
@@ -166,51 +165,45 @@ class HashGridEncoding(nn.Module):
 
         Corner k = 4*bx + 2*by + bz (bits: low/high corner per axis), in the order broadcasting gives.
         """
-        n, nd = x.shape[0], self.n_dense
+        n = x.shape[0]
         pos = x.unsqueeze(1) * self.scales.view(1, -1, 1) + 0.5  # (N, L, 3)
         grid = torch.floor(pos)
         frac = pos - grid
         wpair = torch.stack([1.0 - frac, frac], dim=-1)  # (N, L, 3, 2)
         w = wpair[:, :, 0, :, None, None] * wpair[:, :, 1, None, :, None] * wpair[:, :, 2, None, None, :]
+        idx = self._corner_indices(grid.detach().to(torch.int32).permute(2, 1, 0))  # (8, L, N)
+        return idx.permute(2, 1, 0).contiguous(), w.reshape(n, self.cfg.n_levels, 8)
+
+    def _corner_indices(self, low: torch.Tensor) -> torch.Tensor:
+        """Flat table indices (8, L, N), int64, of the 8 corners of each point's cell, from the cells'
+        low corners (3, L, N) int32. Corner k = 4*bx + 2*by + bz (bits: low/high corner per axis)."""
+        levels, n, nd = low.shape[1], low.shape[2], self.n_dense
+        corner = torch.stack([low, low + 1], dim=1)  # (3, 2, L, N): per axis, the low and high corner
+        cx, cy, cz = corner[0][:, None, None], corner[1][None, :, None], corner[2][None, None, :]
         # int32 arithmetic: indices stay below 2^31, and the hash wraps modulo 2^32 as tinycudann's uint32.
-        corner = grid.detach().to(torch.int32).unsqueeze(-1) + self._bits  # (N, L, 3, 2)
-        idx = torch.empty(n, self.cfg.n_levels, 2, 2, 2, dtype=torch.int32, device=x.device)
+        idx = torch.empty(2, 2, 2, levels, n, dtype=torch.int32, device=low.device)
         if nd > 0:
-            res = self.resolutions[:nd].view(1, -1, 1, 1, 1)
-            c = corner[:, :nd]
-            dense = c[:, :, 0, :, None, None] + (c[:, :, 1, None, :, None] + c[:, :, 2, None, None, :] * res) * res
+            res = self.resolutions[:nd].view(-1, 1)
+            dense = cx[..., :nd, :] + (cy[..., :nd, :] + cz[..., :nd, :] * res) * res
             # The +1 corner of the last cell reaches `res`; tinycudann wraps such indices modulo the table.
-            idx[:, :nd] = torch.remainder(dense, self.dense_sizes.view(1, -1, 1, 1, 1))
-        if nd < self.cfg.n_levels:
-            c = corner[:, nd:]
-            h = c[:, :, 0, :, None, None] ^ (c[:, :, 1, None, :, None] * _PRIME1) ^ (c[:, :, 2, None, None, :] * _PRIME2)
-            idx[:, nd:] = h & self.hash_masks.view(1, -1, 1, 1, 1)
+            idx[..., :nd, :] = torch.remainder(dense, self.dense_sizes.view(-1, 1))
+        if nd < levels:
+            h = cx[..., nd:, :] ^ (cy[..., nd:, :] * _PRIME1) ^ (cz[..., nd:, :] * _PRIME2)
+            idx[..., nd:, :] = h & self.hash_masks.view(-1, 1)
         # int64 for the gather/scatter: CPU index kernels are several times slower on int32 indices.
-        idx = idx.view(n, self.cfg.n_levels, 8).long() + self.offsets.view(1, -1, 1)
-        return idx, w.reshape(n, self.cfg.n_levels, 8)
+        return idx.view(8, levels, n).long() + self.offsets.view(1, -1, 1)
 
     def _corner_planes(self, x: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Table indices (8 * L * N,) and weights (C, 8, L * N) of points (N, 3) in [0, 1], laid out
         points-last: corner-major, then level, then point, so each elementwise op runs over long
         contiguous rows instead of broadcasting over size-2 dimensions. C = 1 (the trilinear weights),
         or 4 with `slopes` (also their derivatives in x, y and z). Constants: no gradient to x."""
-        n, levels, nd = x.shape[0], self.cfg.n_levels, self.n_dense
+        n, levels = x.shape[0], self.cfg.n_levels
         with torch.no_grad():
             pos = x.float().T.unsqueeze(1) * self.scales.view(1, -1, 1) + 0.5  # (3, L, N)
             grid = torch.floor(pos)
             frac = pos - grid
-            low = grid.to(torch.int32)
-            corner = torch.stack([low, low + 1], dim=1)  # (3, 2, L, N): per axis, the low and high corner
-            cx, cy, cz = corner[0][:, None, None], corner[1][None, :, None], corner[2][None, None, :]
-            idx = torch.empty(2, 2, 2, levels, n, dtype=torch.int32, device=x.device)
-            if nd > 0:
-                res = self.resolutions[:nd].view(-1, 1)
-                dense = cx[..., :nd, :] + (cy[..., :nd, :] + cz[..., :nd, :] * res) * res
-                idx[..., :nd, :] = torch.remainder(dense, self.dense_sizes.view(-1, 1))
-            if nd < levels:
-                h = cx[..., nd:, :] ^ (cy[..., nd:, :] * _PRIME1) ^ (cz[..., nd:, :] * _PRIME2)
-                idx[..., nd:, :] = h & self.hash_masks.view(-1, 1)
-            idx = (idx.view(8, levels, n).long() + self.offsets.view(1, -1, 1)).view(-1)
+            idx = self._corner_indices(grid.to(torch.int32)).view(-1)
             pair = torch.stack([1.0 - frac, frac], dim=1)  # (3, 2, L, N)
             px, py, pz = pair[0][:, None, None], pair[1][None, :, None], pair[2][None, None, :]
             rows = [px * py * pz]
