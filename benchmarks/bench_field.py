@@ -44,6 +44,15 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(first, second, repeats: int) -> tuple[float, float]:
+    """Median seconds of two zero-argument callables, run in turn so machine noise hits both alike."""
+    t_first, t_second = [], []
+    for _ in range(repeats):
+        t_first.append(median_time(first, 1))
+        t_second.append(median_time(second, 1))
+    return statistics.median(t_first), statistics.median(t_second)
+
+
 def bench_encoding(cfg: HashGridConfig, n: int, repeats: int, position_grad: bool) -> dict:
     ours = HashGridEncoding(cfg, seed=0)
     ref = ReferenceHashGrid(cfg, ours.table)
@@ -55,12 +64,7 @@ def bench_encoding(cfg: HashGridConfig, n: int, repeats: int, position_grad: boo
             module(x).square().sum().backward()
         return run
 
-    # Interleave the two so machine noise hits both alike.
-    t_ours, t_ref = [], []
-    for _ in range(repeats):
-        t_ours.append(median_time(step(ours), 1))
-        t_ref.append(median_time(step(ref), 1))
-    mo, mr = statistics.median(t_ours), statistics.median(t_ref)
+    mo, mr = interleaved_medians(step(ours), step(ref), repeats)
     return {"ours_samples_per_s": n / mo, "reference_samples_per_s": n / mr, "speedup": mr / mo}
 
 
@@ -115,11 +119,7 @@ def bench_normals(grid: HashGridConfig, n: int, repeats: int) -> dict:
             (1e-3 * out.density.sum() + (out.normal * direction).sum() + out.albedo.sum()).backward()
         return run
 
-    t_written, t_autograd = [], []
-    for _ in range(repeats):
-        t_written.append(median_time(step(False), 1))
-        t_autograd.append(median_time(step(True), 1))
-    mw, ma = statistics.median(t_written), statistics.median(t_autograd)
+    mw, ma = interleaved_medians(step(False), step(True), repeats)
     return {"samples": n, "written_out_ms": 1e3 * mw, "autograd_ms": 1e3 * ma, "speedup": ma / mw}
 
 
