@@ -40,6 +40,7 @@ setup(
         "nerfacc>=0.5.3",
         "diffusers>=0.29",  # 0.29: Stable Diffusion 3 (SD3Transformer2DModel, FlowMatchEulerDiscreteScheduler)
         "transformers>=4.36",
+        "peft>=0.10",  # LoRA layers for VSD's online score model on large priors (guidance.vsd.model: lora)
         "sentencepiece>=0.1.99",  # T5 tokenizers (DeepFloyd IF) are sentencepiece models ...
         "protobuf>=3.20",  # ... which transformers converts through protobuf
         "imageio>=2.30",

@@ -134,7 +134,14 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.scaler is not None:
             state["grad_scaler"] = self.scaler.state_dict()
+        guidance_state = self._guidance_state()
+        if guidance_state:  # VSD's online model: trained alongside the representation
+            state["guidance"] = guidance_state
         return state
+
+    def _guidance_state(self) -> dict:
+        get = getattr(self.guidance, "state_dict", None)
+        return get() if get is not None else {}
 
     def save(self) -> None:
         self.rep.set_step(self.step)  # schedules as of self.step (e.g. the NeRF's blob) travel with the weights
@@ -160,6 +167,8 @@ class Trainer:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
             if self.scaler is not None and "grad_scaler" in state:
                 self.scaler.load_state_dict(state["grad_scaler"])
+            if self._guidance_state():
+                self.guidance.load_state_dict(state.get("guidance", {}))
             self.step = int(state["step"])
             self.nonfinite_total = int(state.get("nonfinite_total", 0))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:

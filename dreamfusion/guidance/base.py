@@ -6,6 +6,7 @@ two backends cannot drift apart.
 """
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Any, Callable, ClassVar
 
@@ -13,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras
-from .camera_conditioning import camera_features, camera_harmonics
+from .camera_conditioning import camera_feature_dim, camera_features, camera_harmonics
 from .config import GuidanceConfig
 from .loading import ModelInfo, ModelKind, ModelLoadError, encode_texts, inspect_model, load_scheduler, load_text_encoder, load_unet
+from .online_score import OnlineScore
 from .prompts import (
     EmbeddingCache,
     PromptEmbeddings,
@@ -73,6 +75,7 @@ class DiffusionGuidance:
         self._text: tuple[Any, torch.nn.Module] | None = None
         # () -> (tokenizer, tokens its encoder reads), for the prompt-length warning; None: no check
         self.tokenizer_loader: Callable[[], tuple[Any, int]] | None = None
+        self._online: OnlineScore | None = None  # VSD's phi (online_score.py), built on first use
         self._optimize_memory(unet)
 
     # ---- construction --------------------------------------------------------------------------
@@ -162,15 +165,48 @@ class DiffusionGuidance:
             )  # (3, B, L, D), (3, B)
         else:
             cond, weights = select_embeddings(emb, elevation, azimuth, cfg.view_prompt).unsqueeze(0), None  # (1, B, L, D)
-        uncond = emb.uncond.unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
+        rule = cfg.distillation
+        # csd, nfsd and ism read the unconditional prediction as a score: the empty text's, even where
+        # a negative prompt stands in for it in sds and vsd (nfsd gives the negative its own branch)
+        plain_uncond = emb.empty if emb.empty is not None and rule in ("csd", "nfsd", "ism") else emb.uncond
+        uncond = plain_uncond.unsqueeze(0).expand(B, -1, -1)  # (B, L, D)
+        negative = emb.uncond.unsqueeze(0).expand(B, -1, -1) if rule == "nfsd" and emb.empty is not None else None
         labels = (
             camera_features(elevation, azimuth, cfg.camera_conditioning, self.camera_harmonics) if self.camera_input else None
         )
-        return score_distillation(
+        online, phi_camera = None, None
+        if rule == "vsd":
+            phi = self.online_score()
+            phi_camera = camera_features(elevation, azimuth, True, self.camera_harmonics or 1)  # phi always sees the camera
+            online = functools.partial(phi.predict, emb=cond[0], camera=phi_camera)
+        out = score_distillation(
             x, self.unet_fn, self.schedule, uncond, cond, t.to(self.device), cfg.scale,
             cond_weights=weights, class_labels=labels, weighting=cfg.weighting, grad_clip=cfg.grad_clip,
-            noise=noise, generator=generator,
+            noise=noise, generator=generator, distillation=rule, negative_embeddings=negative, online=online,
+            nfsd=cfg.nfsd, ism=cfg.ism,
         )
+        if rule == "vsd":  # phi learns from this step's renders after scoring them, as ProlificDreamer's loop
+            self.online_score().train_step(x.detach(), cond[0], phi_camera, self.schedule, generator)
+        return out
+
+    # ---- VSD's online model: the guidance's only trained state ----------------------------------------
+
+    def online_score(self) -> OnlineScore:
+        """VSD's phi, built from the prior on first use."""
+        if self._online is None:
+            camera_dim = camera_feature_dim(self.camera_harmonics or 1)
+            self._online = OnlineScore(self.unet, self.cfg.vsd, self.call_model, camera_dim, own_camera_input=self.camera_input)
+        return self._online
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep for a resumed run to continue exactly: phi under VSD, else nothing."""
+        return {} if self.cfg.distillation != "vsd" else {"online_score": self.online_score().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.cfg.distillation == "vsd":
+            if "online_score" not in state:
+                raise ValueError("the checkpoint holds no VSD online score model (the run was not trained with vsd)")
+            self.online_score().load_state_dict(state["online_score"])
 
     def prompt_length_warning(self, prompt: str, negative: str | None = None) -> str | None:
         """One sentence when a text is longer than the text encoder reads (it is cut there, as every
@@ -190,8 +226,8 @@ class DiffusionGuidance:
             last = " ".join(kept.split()[-4:])
             return (f"the prompt is {lengths[1]} tokens long and the text encoder reads {window}: everything after "
                     f"'...{last}' is cut, the view suffixes (', front view', ...) too")
-        if max(lengths[2:]) > window:
-            return (f"the prompt with its view suffix is {max(lengths[2:])} tokens long and the text encoder reads {window}: "
+        if max(lengths[2:6]) > window:
+            return (f"the prompt with its view suffix is {max(lengths[2:6])} tokens long and the text encoder reads {window}: "
                     "the suffix is cut, so the view-dependent prompts fight the Janus problem less; shorten the prompt")
         if lengths[0] > window:
             return f"the negative prompt is {lengths[0]} tokens long and the text encoder reads {window}: the rest is cut"
@@ -204,17 +240,23 @@ class DiffusionGuidance:
 
         shared = copy.copy(self)
         shared.cfg = cfg
+        shared._online = None  # a stage that distils with VSD fits its own phi, from the prior
         return shared
 
     # ---- pieces ------------------------------------------------------------------------------
 
     def unet_fn(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The U-Net on a batch: x_t (N, C, h, w), t (N,), emb (N, L, D), labels (N, 5) | None -> (N, C', h, w)."""
-        kwargs = {} if labels is None else {"class_labels": labels.to(self.dtype)}
-        x_t = x_t.to(self.dtype)
+        return self.call_model(self.unet, self.dtype, x_t, t, emb, labels)
+
+    def call_model(self, model: torch.nn.Module, dtype: torch.dtype, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                   labels: torch.Tensor | None) -> torch.Tensor:
+        """`model` (the prior's U-Net, or VSD's copy of it) called as this backend calls its prior, in `dtype`."""
+        kwargs = {} if labels is None else {"class_labels": labels.to(dtype)}
+        x_t = x_t.to(dtype)
         if self.cfg.channels_last:  # the layout the weights were given (_optimize_memory)
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        return self.unet(x_t, t, encoder_hidden_states=emb.to(self.dtype), **kwargs).sample
+        return model(x_t, t, encoder_hidden_states=emb.to(dtype), **kwargs).sample
 
     def _text_components(self) -> tuple[Any, torch.nn.Module]:
         """The text loader's (tokenizer or pipeline, encoders), loaded on first use."""

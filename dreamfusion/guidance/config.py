@@ -1,7 +1,8 @@
 """GuidanceConfig: which prior scores the renders, and how SDS uses it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import typing
 from typing import Literal
 
 import torch
@@ -13,6 +14,57 @@ from ..config import ConfigError, key_of
 # no peer has a tuned value; 30 is a starting point, not a measured one.
 DEFAULT_GUIDANCE_SCALE = {"latent": 100.0, "pixel": 20.0, "flow": 30.0}
 
+Distillation = Literal["sds", "csd", "nfsd", "ism", "vsd"]
+
+
+@dataclass
+class NFSDConfig:
+    """Noise-free score distillation (Katzir et al., arXiv 2310.17590)."""
+
+    small_t: float = 0.2  # below this fraction of T the domain term is eps(x_t; empty) alone (the paper's t < 200)
+
+    def validate(self, prefix: str = "") -> None:
+        if not 0.0 < self.small_t < 1.0:
+            raise ConfigError(f"{key_of(prefix, 'small_t')} must lie inside (0, 1), got {self.small_t}")
+
+
+@dataclass
+class ISMConfig:
+    """Interval score matching (LucidDreamer, arXiv 2311.11284): x_s by DDIM inversion, x_t one step on."""
+
+    interval: float = 0.08  # t - s as a fraction of T (the paper's delta_T = 80 of 1000)
+    inversion_stride: float = 0.2  # the inversion from x_0 to x_s moves this far a step (xs_delta_t = 200) ...
+    inversion_steps: int = 5  # ... and takes at most this many (xs_inv_steps)
+
+    def validate(self, prefix: str = "") -> None:
+        for name in ("interval", "inversion_stride"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{key_of(prefix, name)} must lie inside (0, 1), got {getattr(self, name)}")
+        if self.inversion_steps < 1:
+            raise ConfigError(f"{key_of(prefix, 'inversion_steps')} must be >= 1, got {self.inversion_steps}")
+
+
+@dataclass
+class VSDConfig:
+    """Variational score distillation (ProlificDreamer, arXiv 2305.16213): the online score model phi."""
+
+    model: Literal["copy", "lora"] = "copy"  # copy: every weight of a copy of the U-Net trains (small priors); lora: LoRA layers on it
+    lora_rank: int = 4
+    lr: float = 1e-4  # phi's own Adam
+    camera_dropout: float = 0.1  # phi's training sees no camera this often, as ProlificDreamer's
+    train_t_range: tuple[float, float] = (0.0, 1.0)  # phi learns the renders' score at every noise level
+
+    def validate(self, prefix: str = "") -> None:
+        if self.lora_rank < 1:
+            raise ConfigError(f"{key_of(prefix, 'lora_rank')} must be >= 1, got {self.lora_rank}")
+        if not self.lr > 0:
+            raise ConfigError(f"{key_of(prefix, 'lr')} must be positive, got {self.lr}")
+        if not 0.0 <= self.camera_dropout < 1.0:
+            raise ConfigError(f"{key_of(prefix, 'camera_dropout')} must lie in [0, 1), got {self.camera_dropout}")
+        lo, hi = self.train_t_range
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"{key_of(prefix, 'train_t_range')} must be [min, max] within [0, 1], got {list(self.train_t_range)}")
+
 
 @dataclass
 class GuidanceConfig:
@@ -23,6 +75,12 @@ class GuidanceConfig:
     t_range: tuple[float, float] = (0.02, 0.98)  # fractions of the training timesteps
     t_max_schedule: tuple[float, int] | None = None  # (final t_max, steps): lower t_max linearly over the run
     weighting: Literal["sds", "uniform", "fantasia3d"] = "sds"
+    # the rule that turns the prior's prediction into a gradient (sds.py): every one is
+    # w(t) (eps_cfg(x_t; y) - baseline), and they differ in the baseline
+    distillation: Distillation = "sds"
+    nfsd: NFSDConfig = field(default_factory=NFSDConfig)
+    ism: ISMConfig = field(default_factory=ISMConfig)
+    vsd: VSDConfig = field(default_factory=VSDConfig)
     grad_clip: float | None = None  # clamp each entry of the SDS gradient to [-c, c]
     view_prompt: Literal["nearest", "interpolate", "none"] = "nearest"
     negative_prompt: str = ""
@@ -62,6 +120,11 @@ class GuidanceConfig:
             raise ConfigError(f"{key_of(prefix, 'grad_clip')} must be positive (or null for no clipping), got {self.grad_clip}")
         if self.perp_neg and self.view_prompt == "none":
             raise ConfigError(f"{key_of(prefix, 'perp_neg')} needs view-dependent prompts; set view_prompt to nearest or interpolate")
+        if self.distillation not in typing.get_args(Distillation):
+            raise ConfigError(f"{key_of(prefix, 'distillation')} must be one of {', '.join(typing.get_args(Distillation))}, "
+                              f"got {self.distillation!r}")
+        for name in ("nfsd", "ism", "vsd"):
+            getattr(self, name).validate(key_of(prefix, name))
         if self.perp_neg_weight > 0:
             raise ConfigError(f"{key_of(prefix, 'perp_neg_weight')} must be <= 0 (it pushes away from other views), got {self.perp_neg_weight}")
         for name in ("perp_neg_front_decay", "perp_neg_side_decay"):

@@ -85,12 +85,14 @@ class StableDiffusion3Guidance(StableDiffusionGuidance):
         guidance.tokenizer_loader = tokenizer_loader
         return guidance
 
-    def unet_fn(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """The MM-DiT on a batch: x_t (N, C, h, w), t (N,) = sigma * T, emb (N, L + 1, D) -> velocity (N, C, h, w)."""
+    def call_model(self, model: torch.nn.Module, dtype: torch.dtype, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                   labels: torch.Tensor | None) -> torch.Tensor:
+        """The MM-DiT on a batch: x_t (N, C, h, w), t (N,) = sigma * T, emb (N, L + 1, D) -> velocity (N, C, h, w).
+        It takes no camera (labels are ignored)."""
         tokens, pooled = emb[:, :-1], emb[:, -1, : self.pooled_dim]
-        return self.unet(
-            hidden_states=x_t.to(self.dtype), timestep=t.to(self.dtype),
-            encoder_hidden_states=tokens.to(self.dtype), pooled_projections=pooled.to(self.dtype),
+        return model(
+            hidden_states=x_t.to(dtype), timestep=t.to(dtype),
+            encoder_hidden_states=tokens.to(dtype), pooled_projections=pooled.to(dtype),
         ).sample
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:

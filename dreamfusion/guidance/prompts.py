@@ -38,16 +38,20 @@ class PromptEmbeddings:
     uncond: torch.Tensor  # (L, D) negative prompt, or the empty text
     plain: torch.Tensor  # (L, D) the prompt without a view suffix
     views: torch.Tensor  # (4, L, D) in VIEW_LABELS order: front, side, back, overhead
+    empty: torch.Tensor | None = None  # (L, D) the empty text when a negative prompt took `uncond`'s place
 
 
 def prompt_texts(prompt: str, negative: str) -> list[str]:
-    """Every text a prompt needs, in PromptEmbeddings order: [negative, plain, front, side, back, overhead]."""
-    return [negative, prompt] + [view_prompt(prompt, label) for label in VIEW_LABELS]
+    """Every text a prompt needs, in PromptEmbeddings order: [negative, plain, front, side, back,
+    overhead], and the empty text last when the negative is not empty (the score rules that need
+    the unconditional prediction itself, sds.py)."""
+    return [negative, prompt] + [view_prompt(prompt, label) for label in VIEW_LABELS] + ([""] if negative else [])
 
 
 def embeddings_from_texts(encoded: torch.Tensor) -> PromptEmbeddings:
-    """(6, L, D) encoded in `prompt_texts` order -> PromptEmbeddings."""
-    return PromptEmbeddings(uncond=encoded[0], plain=encoded[1], views=encoded[2:6])
+    """(6 or 7, L, D) encoded in `prompt_texts` order -> PromptEmbeddings."""
+    return PromptEmbeddings(uncond=encoded[0], plain=encoded[1], views=encoded[2:6],
+                            empty=encoded[6] if encoded.shape[0] > 6 else None)
 
 
 # ---- choosing a view embedding per camera --------------------------------------------------------
