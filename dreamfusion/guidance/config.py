@@ -1,8 +1,8 @@
 """GuidanceConfig: which prior scores the renders, and how SDS uses it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import typing
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch

@@ -30,6 +30,7 @@ compared with, so they are one formula here, grad = w(t) (eps_cfg(x_t; y) - base
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
@@ -37,11 +38,10 @@ import torch
 
 from ..utils import random
 
-from .config import ISMConfig, NFSDConfig
+from .config import Distillation, ISMConfig, NFSDConfig
 from .schedule import NoiseSchedule, PredictionType
 
 Weighting = Literal["sds", "uniform", "fantasia3d"]
-Distillation = Literal["sds", "csd", "nfsd", "ism", "vsd"]
 
 # (x_t (N, C, h, w), the model's time (N,) (the index t, or sigma * T for a flow), text embeddings
 # (N, L, D), class labels (N, F) or None) -> model output (N, C', h, w)
@@ -253,6 +253,8 @@ def score_distillation(
     signal, sigma = schedule.coefficients(t)  # (B,) each
     if noise is None:
         noise = randn_like(x, generator)
+    if distillation not in typing.get_args(Distillation):
+        raise ValueError(f"unknown distillation {distillation!r}; use one of {', '.join(typing.get_args(Distillation))}")
     if distillation == "vsd" and online is None:
         raise ValueError("VSD needs the online score model (online=...)")
     with torch.no_grad():
@@ -283,10 +285,8 @@ def score_distillation(
             baseline = torch.where(small.view(-1, 1, 1, 1), torch.zeros_like(large_t), large_t)
         elif distillation == "ism":
             baseline = ism_baseline
-        elif distillation == "vsd":
+        else:  # vsd
             baseline = schedule.to_epsilon(online(x_t.to(x.dtype), schedule.model_time[t]).float(), x_t, t)
-        else:
-            raise ValueError(f"unknown distillation {distillation!r}; use one of sds, csd, nfsd, ism, vsd")
 
         weight = sds_weight(signal, sigma, weighting)  # (B,)
         grad = weight.view(-1, 1, 1, 1) * (eps_hat - baseline)
