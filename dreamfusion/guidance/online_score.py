@@ -32,18 +32,15 @@ from .schedule import NoiseSchedule
 ModelCall = Callable[[torch.nn.Module, torch.dtype, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
-class CameraEmbedding(torch.nn.Module):
-    """Camera features (B, F) -> (B, time_embed_dim), added to a U-Net's time embedding; zero at the start."""
+def camera_embedding(features: int, width: int) -> torch.nn.Module:
+    """Camera features (B, F) -> (B, width), added to a U-Net's time embedding: diffusers' own
+    two-layer embedding MLP, its output layer zero so that phi starts as the prior."""
+    from diffusers.models.embeddings import TimestepEmbedding
 
-    def __init__(self, features: int, width: int):
-        super().__init__()
-        self.hidden = torch.nn.Linear(features, width)
-        self.out = torch.nn.Linear(width, width)
-        torch.nn.init.zeros_(self.out.weight)
-        torch.nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(F.silu(self.hidden(x)))
+    embedding = TimestepEmbedding(features, width)
+    torch.nn.init.zeros_(embedding.linear_2.weight)
+    torch.nn.init.zeros_(embedding.linear_2.bias)
+    return embedding
 
 
 def _time_embed_dim(unet: torch.nn.Module) -> int:
@@ -62,7 +59,7 @@ class OnlineScore:
         # embedding to add one to, and its phi is conditioned on the text alone
         embeds_camera = not own_camera_input and hasattr(self.net, "time_embedding")
         if embeds_camera:
-            self.net.class_embedding = CameraEmbedding(camera_dim, _time_embed_dim(self.net)).to(next(unet.parameters()).device)
+            self.net.class_embedding = camera_embedding(camera_dim, _time_embed_dim(self.net)).to(next(unet.parameters()).device)
         if cfg.model == "lora":
             self._add_lora(cfg.lora_rank)
             if embeds_camera:
