@@ -85,6 +85,33 @@ def test_clip_suite_end_to_end_with_a_tiny_clip(tmp_path):
     assert (out / "clip_results.png").stat().st_size > 1000
 
 
+def test_clip_views_render_the_finished_mesh_not_the_coarse_field(tmp_path):
+    """A two-stage run's result is the refined mesh in mesh/; CLIP must score that, not the NeRF."""
+    import trimesh
+
+    from dreamfusion.eval.views import render_views
+    from dreamfusion.export import ExportError
+
+    ws = save_scene_workspace(tmp_path / "a", build_scene(SceneConfig()), {"prompt": "a red box"})
+    box = trimesh.creation.box(extents=(0.8, 0.8, 0.8))
+    box.visual.vertex_colors = [230, 20, 20, 255]
+    ws.mesh_dir.mkdir()
+    box.export(ws.mesh_dir / "model.ply")
+    views = render_views(ws.root, n_views=2, resolution=32)
+    rgb = views["rgb"].astype(float) / 255  # (2, 32, 32, 3)
+    centre, corner = rgb[:, 16, 16], rgb[:, 0, 0]
+    assert (centre[:, 0] > 0.5).all() and (centre[:, 1] < 0.2).all()  # the red box, lit
+    assert (corner > 0.99).all()  # white around it
+    tex = views["textureless"].astype(float) / 255
+    assert (tex[:, 16, 16].std(-1) < 0.02).all()  # the same box without its colour
+    # a refined stage whose export is missing is an error, never a silent render of the coarse field
+    (ws.mesh_dir / "model.ply").unlink()
+    (ws.root / "fine" / "checkpoints").mkdir(parents=True)
+    (ws.root / "fine" / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(ExportError, match="no exported mesh"):
+        render_views(ws.root, n_views=2, resolution=32)
+
+
 def test_clip_suite_refuses_a_missing_model(tmp_path, capsys):
     ws = save_scene_workspace(tmp_path / "a", build_scene(SceneConfig()), {"prompt": "a ball"}).root
     assert run(["--suite", "clip", "--clip", str(tmp_path / "nope"), "--workspaces", str(ws), "--out", str(tmp_path / "o")]) == 2

@@ -111,6 +111,17 @@ def test_backgrounds_come_from_the_range_asked_for():
     assert torch.all(corners <= 0.25 + 1e-6) and torch.allclose(corners[:, 0], corners[:, 2])
 
 
+def test_a_backdrop_gives_half_of_one_colours_images_its_own_greys():
+    data = make_dataset(4, 16, seed=0, progress=False, background_grey_range=(0.5, 0.9), backdrops={"white": (0.0, 0.1)})
+    corners = (data.images[:, 0, 0, 0] + 1) / 2  # (N,): each image's background grey
+    white = data.colour_index == list(COLOURS).index("white")
+    assert torch.all(corners[~white] >= 0.5 - 1e-6)  # every other colour keeps the shared greys
+    dark = corners[white] <= 0.1 + 1e-6
+    assert dark.sum().item() == white.sum().item() // 2  # half of the white images, the rest on the shared greys
+    assert torch.all(corners[white][~dark] >= 0.5 - 1e-6)
+    assert all(data.captions[i].startswith("a white ") for i in torch.nonzero(white).flatten().tolist())
+
+
 def test_prior_with_azimuth_harmonics_trains_loads_and_guides(tmp_path):
     from dreamfusion.config import ConfigError
     from dreamfusion.guidance import GuidanceConfig, camera_features, make_guidance

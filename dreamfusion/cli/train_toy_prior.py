@@ -1,6 +1,7 @@
 """Train a bundled toy-world prior (seeded, resumable from its own checkpoint or its committed weights).
 
-    python scripts/train_toy_prior.py [--out assets/toy_prior] [--steps N] [--camera-harmonics K] [--smoke]
+    python scripts/train_toy_prior.py [--out assets/toy_prior] [--steps N] [--camera-harmonics K]
+                                      [--background-range LO,HI] [--backdrop COLOUR=LO,HI ...] [--smoke]
     python scripts/train_toy_prior.py --latent [--out assets/toy_latent_prior] [--vae-steps N] [--steps N] [--max-minutes M]
 
 --latent trains the Stable Diffusion-format prior (toyworld/latent_prior.py): the VAE first, then
@@ -28,6 +29,7 @@ def _pixel(args: argparse.Namespace) -> str:
     cfg.batch_size = args.batch_size if args.batch_size is not None else cfg.batch_size
     if args.background_range is not None:
         cfg.background_grey_range = _parse_grey_range(args.background_range)
+    cfg.backdrops = dict(_parse_backdrop(text) for text in args.backdrop)
     if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.camera_harmonics <= 0:
         raise ConfigError("--steps, --batch-size and --camera-harmonics must be positive")
     info = train_prior(Path(args.out or "assets/toy_prior"), cfg, progress=not args.quiet)
@@ -58,14 +60,23 @@ def _latent(args: argparse.Namespace) -> str:
             f"{info['held_out_psnr_db']:.1f} dB, latent scaling {info['scaling_factor']}; {unet}")
 
 
-def _parse_grey_range(text: str) -> tuple[float, float]:
+def _parse_grey_range(text: str, flag: str = "--background-range") -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"--background-range takes two greys LO,HI like 0.0,0.25, got {text!r}") from None
+        raise ConfigError(f"{flag} takes two greys LO,HI like 0.0,0.25, got {text!r}") from None
     if not 0.0 <= lo <= hi <= 1.0:
-        raise ConfigError(f"--background-range needs 0 <= LO <= HI <= 1, got {text!r}")
+        raise ConfigError(f"{flag} needs 0 <= LO <= HI <= 1, got {text!r}")
     return (lo, hi)
+
+
+def _parse_backdrop(text: str) -> tuple[str, tuple[float, float]]:
+    from ..toyworld.vocabulary import COLOURS
+
+    colour, _, greys = text.partition("=")
+    if colour not in COLOURS or not greys:
+        raise ConfigError(f"--backdrop takes COLOUR=LO,HI with a colour of {', '.join(COLOURS)}, got {text!r}")
+    return colour, _parse_grey_range(greys, flag="--backdrop")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="azimuth harmonics 1..K in the camera input (default 1 for the pixel prior, 4 for --latent)")
     parser.add_argument("--background-range", default=None, metavar="LO,HI",
                         help="the grey range of the backgrounds (pixel prior; default 0.3,0.9, as configs/toy.yaml draws)")
+    parser.add_argument("--backdrop", action="append", default=[], metavar="COLOUR=LO,HI",
+                        help="half of COLOUR's images over greys in LO,HI instead (pixel prior; repeatable)")
     parser.add_argument("--smoke", action="store_true", help="a tiny, fast run for tests")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     if not args.latent and (args.vae_steps is not None or args.max_minutes is not None):
         raise ConfigError("--vae-steps and --max-minutes apply to --latent only")
-    if args.latent and args.background_range is not None:
-        raise ConfigError("--background-range applies to the pixel prior only (the latent prior keeps 0.3,0.9)")
+    if args.latent and (args.background_range is not None or args.backdrop):
+        raise ConfigError("--background-range and --backdrop apply to the pixel prior only (the latent prior keeps 0.3,0.9)")
     summary = _latent(args) if args.latent else _pixel(args)
     print(f"{summary}; wrote {args.out or ('assets/toy_latent_prior' if args.latent else 'assets/toy_prior')}")
     return 0

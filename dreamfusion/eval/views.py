@@ -1,4 +1,4 @@
-"""Evaluation renders of a workspace: an orbit at a fixed elevation, in colour and textureless."""
+"""Evaluation renders of a workspace's finished asset: an orbit at a fixed elevation, in colour and textureless."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..export.video import VideoConfig, build_field_cache, orbit_of, render_cache, turntable_frames
+from ..export import ExportError, load_exported_mesh
+from ..export.video import MeshRenderer, VideoConfig, build_field_cache, orbit_of, render_cache, turntable_frames
 from ..workspace import Workspace
+
+
+def has_exported_mesh(mesh_dir: Path) -> bool:
+    return any((mesh_dir / name).is_file() for name in ("model.glb", "model.obj", "model.ply"))
 
 
 @torch.no_grad()
@@ -18,15 +23,22 @@ def render_views(
 ) -> dict[str, np.ndarray]:
     """{mode: uint8 (n_views, H, W, 3)} on white, azimuths evenly spaced from 0.
 
-    The field is sampled once into a voxel cache (the turntable video's renderer), so a view costs
-    a fraction of a second on a CPU. The cache defaults to about one voxel per pixel (64..192)."""
+    What is rendered is what the user gets: the exported mesh of the run's last stage (the refined
+    DMTet of a two-stage run), rasterized as its turntable is. A coarse run whose export was skipped
+    renders its field through a voxel cache (about one voxel per pixel, 64..192): a fraction of a
+    second a view on a CPU."""
     ws = Workspace(workspace)
-    scene, _ = ws.load_scene(device)
     cfg = VideoConfig(frames=n_views, resolution=resolution, modes=tuple(modes), elevation=elevation,
-                      **orbit_of(scene.cfg.camera), cache_resolution=cache_resolution or min(192, max(64, resolution)))
+                      **orbit_of(ws.scene_config().camera), cache_resolution=cache_resolution or min(192, max(64, resolution)))
     cfg.validate()
-    field = scene.field
-    cache = build_field_cache(field, cfg.cache_resolution, field.cfg.bound)
-    frames = list(turntable_frames(lambda cam: render_cache(cache, cam, resolution, resolution), cfg, progress=False,
-                                   bound=field.cfg.bound))
+    if has_exported_mesh(ws.mesh_dir):
+        mesh = MeshRenderer(load_exported_mesh(ws.mesh_dir))
+        render_one, bound = (lambda cam: mesh(cam, resolution, resolution)), ws.scene_config().field.bound
+    elif ws.final_stage() == "fine":
+        raise ExportError(f"{ws.root} has a refined stage but no exported mesh; run scripts/export_mesh.py --workspace {ws.root}")
+    else:
+        scene, _ = ws.load_scene(device)
+        cache = build_field_cache(scene.field, cfg.cache_resolution, scene.field.cfg.bound)
+        render_one, bound = (lambda cam: render_cache(cache, cam, resolution, resolution)), scene.field.cfg.bound
+    frames = list(turntable_frames(render_one, cfg, progress=False, bound=bound))
     return {mode: np.stack([f[mode] for f in frames]) for mode in modes}

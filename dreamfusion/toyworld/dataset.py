@@ -1,7 +1,7 @@
 """A seeded dataset of toy-world renders with captions and cameras, for training the bundled prior."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm import tqdm
@@ -27,21 +27,29 @@ class ToyDataset:
 
 
 def make_dataset(n_per_class: int, resolution: int, seed: int, progress: bool = True,
-                 background_grey_range: tuple[float, float] = ToyRenderConfig.background_grey_range) -> ToyDataset:
+                 background_grey_range: tuple[float, float] = ToyRenderConfig.background_grey_range,
+                 backdrops: dict[str, tuple[float, float]] | None = None) -> ToyDataset:
     """`n_per_class` renders of every (shape, colour), deterministic for a seed, over one uniform grey
-    per image drawn from `background_grey_range`."""
+    per image drawn from `background_grey_range`; a colour named in `backdrops` draws the second half
+    of its images from its own grey range instead (white on greys it never blends into)."""
     gen = torch.Generator().manual_seed(seed)
     cfg = ToyRenderConfig(resolution=resolution, background_grey_range=tuple(background_grey_range))
+    backdrops = backdrops or {}
     images, captions, els, azs, shapes, colours = [], [], [], [], [], []
     classes = [(s, c) for s in ALL_SHAPES for c in COLOURS]
     for si_ci in tqdm(classes, desc="rendering toy world", disable=not progress):
         shape, colour = si_ci
-        img, _, cams = render_random(shape, colour, n_per_class, TOY_CAMERAS, cfg, TOY_LIGHTS, gen)
-        images.append(img.permute(0, 3, 1, 2) * 2 - 1)
-        for label in cams.view_labels():
-            captions.append(f"{caption(colour, shape)}, {label} view")
-        els.append(cams.elevation)
-        azs.append(cams.azimuth)
+        own = n_per_class // 2 if colour in backdrops else 0
+        parts = [(n_per_class - own, cfg)]
+        if own:
+            parts.append((own, replace(cfg, background_grey_range=tuple(backdrops[colour]))))
+        for n, part_cfg in parts:
+            img, _, cams = render_random(shape, colour, n, TOY_CAMERAS, part_cfg, TOY_LIGHTS, gen)
+            images.append(img.permute(0, 3, 1, 2) * 2 - 1)
+            for label in cams.view_labels():
+                captions.append(f"{caption(colour, shape)}, {label} view")
+            els.append(cams.elevation)
+            azs.append(cams.azimuth)
         shapes += [ALL_SHAPES.index(shape)] * n_per_class
         colours += [list(COLOURS).index(colour)] * n_per_class
     assert all(label in VIEW_LABELS for label in VIEW_LABELS)

@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +46,9 @@ class PriorTrainConfig:
     # The greys behind the objects: configs/toy.yaml's background.grey_range must be the same (a run
     # warns when they differ). Over darker greys whites survive SDS but colours darken (docs/toy-world.md)
     background_grey_range: tuple[float, float] = (0.3, 0.9)
+    # colour -> its own grey range for half of that colour's images (e.g. white over dark greys,
+    # beside the shared range): a lit white object averages the shared greys' mean (docs/toy-world.md)
+    backdrops: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def cosine_lr(lr: float, warmup: int, steps: int, step: int) -> float:
@@ -137,9 +140,10 @@ def train_prior(out: Path, cfg: PriorTrainConfig, progress: bool = True) -> dict
         gen.manual_seed(cfg.seed + 1 + step)  # a leg's batches are not the first leg's again
     legs = _earlier_legs(previous, step)
     legs.append({"from_step": step, "background_grey_range": list(cfg.background_grey_range),
+                 **({"backdrops": {c: list(r) for c, r in cfg.backdrops.items()}} if cfg.backdrops else {}),
                  "optimizer": "fresh" if fresh_adam_at == step else "resumed"})
     data = make_dataset(cfg.n_per_class, cfg.resolution, cfg.seed, progress=progress,
-                        background_grey_range=cfg.background_grey_range)
+                        background_grey_range=cfg.background_grey_range, backdrops=cfg.backdrops)
     n = data.images.shape[0]
     alphas = sched.alphas_cumprod
     unet.train(), encoder.train()
