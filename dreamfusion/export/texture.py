@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import trimesh
 
 from .mesh import ExportError, evaluate_points
-from .rasterize import covering_pixels, unique_first
+from .uv_coverage import covering_pixels, unique_first
 
 
 @dataclass

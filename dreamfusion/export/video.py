@@ -27,7 +27,7 @@ from ..checkpoint import atomic_write
 from ..config import ConfigError
 from ..render.volume import ray_box_intersection
 from .mesh import DEFAULT_SMOOTH, ExportError, auto_level, density_grid, evaluate_points, field_device, grid_lookup
-from .rasterize import rasterize
+from ..render.rasterizer import rasterize
 
 MODES = ("rgb", "normal", "depth", "textureless")
 AMBIENT, DIFFUSE = 0.2, 0.8  # headlight shading of the textureless mode
@@ -228,8 +228,8 @@ class MeshRenderer:
 
     @torch.no_grad()
     def __call__(self, cameras: Cameras, height: int, width: int) -> dict[str, torch.Tensor]:
-        frags = rasterize(self.vertices, self.faces, cameras, height, width)
-        pix = torch.nonzero(frags.face.view(-1) >= 0).squeeze(1)
+        frags = rasterize(self.vertices, self.faces, cameras, height, width, cull_backfaces=True, near=1e-3)
+        pix = frags.pix  # (K,) covered pixels of the one camera
         corners = self.faces[frags.face.view(-1)[pix]]  # (K, 3)
         bary = frags.bary.view(-1, 3)[pix].unsqueeze(-1)
 
