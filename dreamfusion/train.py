@@ -24,7 +24,7 @@ from .config import ConfigError
 from .render.colour_gate import AlbedoGrad, scored_below
 from .render.shading import LightConfig, sample_lights
 from .representation import Representation
-from .run_config import LoopConfig, RunConfig
+from .run_config import LoopConfig
 from .utils import random
 from .utils.faults import fault_point
 from .utils.images import normal_to_rgb, save_png
@@ -107,12 +107,6 @@ class Trainer:
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
-
-    @classmethod
-    def coarse(cls, cfg: RunConfig, workspace: Workspace, device: torch.device, guidance: Callable | None = None) -> "Trainer":
-        from .stages import coarse_stage
-
-        return cls(coarse_stage(cfg, device), workspace, device, guidance)
 
     @property
     def scene(self) -> Representation:

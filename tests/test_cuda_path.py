@@ -329,6 +329,7 @@ def _trainer(tmp_path, *overrides):
     from dreamfusion.guidance import make_guidance
     from dreamfusion.guidance.tiny import save_tiny_pixel_model
     from dreamfusion.run_config import load_run_config
+    from dreamfusion.stages import coarse_stage
     from dreamfusion.train import Trainer
     from dreamfusion.workspace import Workspace
 
@@ -339,7 +340,7 @@ def _trainer(tmp_path, *overrides):
                           {"prompt": "a red cube"})
     guidance = make_guidance(cfg.guidance, "cpu")
     guidance.prepare(cfg.prompt)
-    return Trainer.coarse(cfg, Workspace(tmp_path / "ws"), torch.device("cpu"), guidance)
+    return Trainer(coarse_stage(cfg, "cpu"), Workspace(tmp_path / "ws"), torch.device("cpu"), guidance)
 
 
 def test_bf16_autocast_trains_the_field(tmp_path):
