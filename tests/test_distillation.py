@@ -220,7 +220,15 @@ def test_a_bad_rule_is_one_sentence_and_exit_2(models, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and not ws.exists()
 
 
-def test_a_resumed_vsd_run_ends_where_an_uninterrupted_one_does(models, tmp_path):
+def test_vsd_train_every_must_be_positive():
+    from dreamfusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match="vsd.train_every must be >= 1"):
+        build(GuidanceConfig, {"model": "x", "vsd": {"train_every": 0}}, prefix="guidance").validate()
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_resumed_vsd_run_ends_where_an_uninterrupted_one_does(models, tmp_path, every):
     import sys
     from pathlib import Path
 
@@ -229,7 +237,7 @@ def test_a_resumed_vsd_run_ends_where_an_uninterrupted_one_does(models, tmp_path
 
     a, b = tmp_path / "a", tmp_path / "b"
     common = ["--prompt", "a blue cone", "--quiet", "--no-export", "--seed", "3", "--stage", "coarse",
-              "guidance.distillation=vsd", "guidance.vsd.lr=0.01"]
+              "guidance.distillation=vsd", "guidance.vsd.lr=0.01", f"guidance.vsd.train_every={every}"]
     assert run([*common, "--workspace", str(a), *small(models["pixel"], 8)]) == 0
     assert run([*common, "--workspace", str(b), *small(models["pixel"], 4)]) == 0
     assert run([*common, "--workspace", str(b), "--resume", *small(models["pixel"], 8)]) == 0
@@ -238,5 +246,5 @@ def test_a_resumed_vsd_run_ends_where_an_uninterrupted_one_does(models, tmp_path
     sa, sb = (torch.load(w / "checkpoints" / "last.pt", weights_only=True) for w in (a, b))
     assert all(torch.equal(sa["scene"]["field"][k], sb["scene"]["field"][k]) for k in sa["scene"]["field"] if torch.is_tensor(sa["scene"]["field"][k]))
     pa, pb = sa["guidance"]["online_score"], sb["guidance"]["online_score"]
-    assert pa["steps"] == pb["steps"] == 8
+    assert pa["seen"] == pb["seen"] == 8 and pa["steps"] == pb["steps"] == {1: 8, 3: 3}[every]  # steps 1, 4 and 7 of 8
     assert all(torch.equal(pa["params"][k], pb["params"][k]) for k in pa["params"])

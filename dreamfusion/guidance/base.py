@@ -186,7 +186,7 @@ class DiffusionGuidance:
             nfsd=cfg.nfsd, ism=cfg.ism,
         )
         if rule == "vsd":  # phi learns from this step's renders after scoring them, as ProlificDreamer's loop
-            self.online_score().train_step(x.detach(), cond[0], phi_camera, self.schedule, generator)
+            self.online_score().observe(x.detach(), cond[0], phi_camera, self.schedule, generator)
         return out
 
     # ---- VSD's online model: the guidance's only trained state ----------------------------------------

@@ -53,12 +53,15 @@ class VSDConfig:
     lr: float = 1e-4  # phi's own Adam
     camera_dropout: float = 0.1  # phi's training sees no camera this often, as ProlificDreamer's
     train_t_range: tuple[float, float] = (0.0, 1.0)  # phi learns the renders' score at every noise level
+    train_every: int = 1  # phi takes an Adam step on every n-th step's renders (1: every step, as the paper)
 
     def validate(self, prefix: str = "") -> None:
         if self.lora_rank < 1:
             raise ConfigError(f"{key_of(prefix, 'lora_rank')} must be >= 1, got {self.lora_rank}")
         if not self.lr > 0:
             raise ConfigError(f"{key_of(prefix, 'lr')} must be positive, got {self.lr}")
+        if self.train_every < 1:
+            raise ConfigError(f"{key_of(prefix, 'train_every')} must be >= 1, got {self.train_every}")
         if not 0.0 <= self.camera_dropout < 1.0:
             raise ConfigError(f"{key_of(prefix, 'camera_dropout')} must lie in [0, 1), got {self.camera_dropout}")
         lo, hi = self.train_t_range

@@ -70,7 +70,8 @@ class OnlineScore:
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.names = [n for n, p in self.net.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
-        self.steps = 0
+        self.steps = 0  # Adam steps taken
+        self.seen = 0  # batches of renders offered (observe)
 
     def _add_lora(self, rank: int) -> None:
         try:
@@ -89,6 +90,15 @@ class OnlineScore:
         """phi's output at x_t (B, C, h, w), model times (B,), text (B, L, D) and camera features (B, F). No grad."""
         with torch.no_grad():
             return self._forward(x_t, model_time, emb, camera)
+
+    def observe(self, x0: torch.Tensor, emb: torch.Tensor, camera: torch.Tensor, schedule: NoiseSchedule,
+                generator: torch.Generator | None) -> float | None:
+        """The renders of one optimization step: a train_step on every `train_every`-th batch (the
+        first included), else nothing. Returns the loss when it trained."""
+        self.seen += 1
+        if (self.seen - 1) % self.cfg.train_every:
+            return None
+        return self.train_step(x0, emb, camera, schedule, generator)
 
     def train_step(self, x0: torch.Tensor, emb: torch.Tensor, camera: torch.Tensor, schedule: NoiseSchedule,
                    generator: torch.Generator | None) -> float:
@@ -114,7 +124,7 @@ class OnlineScore:
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": {n: p.detach().clone() for n, p in zip(self.names, self.params)},
-                "optimizer": self.optimizer.state_dict(), "steps": self.steps}
+                "optimizer": self.optimizer.state_dict(), "steps": self.steps, "seen": self.seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         params = state["params"]
@@ -125,3 +135,4 @@ class OnlineScore:
                 p.copy_(params[n])
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
+        self.seen = int(state.get("seen", self.steps))  # checkpoints before train_every trained on every batch
