@@ -7,37 +7,16 @@ the previous file intact. Loading uses `weights_only=True`: a checkpoint cannot 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .utils.faults import fault_point
+from .utils.atomic import atomic_write  # noqa: F401 (re-exported: the checkpoint writer's own)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not match this version of the toolkit."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path), fsync, then rename tmp over `path` (same folder, so rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
-    try:
-        write(tmp)
-        fault_point("atomic_write", lambda: os.truncate(tmp, os.path.getsize(tmp) // 2))  # tests: a kill mid-write
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

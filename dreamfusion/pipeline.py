@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import atomic_write
 from .config import ConfigError, build, to_dict
 from .guidance.vocabulary import closed_vocabulary, unknown_words
 from .run_config import DEFAULT_OUTPUTS, RunConfig, TrainConfig, load_run_config
 from .utils.capabilities import resolve_device, warn
+from .layout import RunSummary
 from .workspace import SCENE_SECTIONS, Workspace, slug
 
 
@@ -59,7 +59,7 @@ class RunRequest:
 class RunOutcome:
     code: int  # 0 done, 1 trained but no mesh came out (workspace kept), 130 interrupted (checkpoint saved)
     workspace: Workspace
-    summary: dict | None = None
+    summary: RunSummary | None = None
     reason: str = ""  # why the code is not 0
 
 
@@ -191,12 +191,12 @@ def check_backgrounds(cfg: RunConfig) -> None:
 def open_workspace(req: RunRequest, ws: Workspace, stages: tuple[str, ...] = ("coarse",)) -> None:
     """The first write, after every check has passed: clear a replaced run (--overwrite; refining,
     only the fine stage and the result), create the folder."""
-    coarse_export = ws.root / "coarse"
-    if stages == ("fine",) and ws.final_stage() == "coarse" and ws.mesh_dir.is_dir() and not (coarse_export / "mesh").exists():
-        coarse_export.mkdir(parents=True, exist_ok=True)  # refining a coarse run in place: its result becomes coarse/
-        for sub in ("mesh", "video"):
-            if (ws.root / sub).is_dir():
-                os.replace(ws.root / sub, coarse_export / sub)
+    coarse_export = ws.coarse_result()
+    if stages == ("fine",) and ws.final_stage() == "coarse" and ws.mesh_dir.is_dir() and not coarse_export.mesh_dir.exists():
+        coarse_export.root.mkdir(parents=True, exist_ok=True)  # refining a coarse run in place: its result becomes coarse/
+        for own, kept in ((ws.mesh_dir, coarse_export.mesh_dir), (ws.video_dir, coarse_export.video_dir)):
+            if own.is_dir():
+                os.replace(own, kept)
     if req.overwrite and not req.resume:
         subs = ("fine", "mesh", "video") if stages == ("fine",) else ("checkpoints", "validation", "fine", "coarse", "mesh", "video")
         for sub in subs:
@@ -331,17 +331,16 @@ def stage_train_seconds(ws: Workspace) -> float:
 
 
 def write_summary(ws: Workspace, cfg: RunConfig, steps: dict[str, int], export_seconds: float, wall_seconds: float,
-                  skipped: list[str] | None, source: Workspace | None = None) -> dict:
-    """run.json: the finished run's prompt, stages and timings. train_seconds sums the step times of
-    every stage over every session (resumes included); wall_seconds is this last session's whole
-    command, loading included. `skipped`: the export's reasons for what it left out (None: --no-export)."""
+                  skipped: list[str] | None, source: Workspace | None = None) -> RunSummary:
+    """run.json for the finished run. `skipped`: the export's reasons for what it left out (None: --no-export)."""
     per_stage = {name: round(stage_train_seconds(ws.stage(name)), 1) for name in steps}
-    summary = {"prompt": cfg.prompt, "seed": cfg.seed, "stages": list(steps), "result": list(steps)[-1], "steps": steps,
-               "finished": True, "exported": skipped == [], "export_skipped": skipped or [], "train_seconds": round(sum(per_stage.values()), 1),
-               "stage_train_seconds": per_stage, "export_seconds": round(export_seconds, 1), "wall_seconds": round(wall_seconds, 1),
-               "source": str(source.root) if source is not None else None}
-    text = json.dumps(summary, indent=1)
-    atomic_write(ws.summary_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    summary = RunSummary(
+        prompt=cfg.prompt, seed=cfg.seed, stages=list(steps), result=list(steps)[-1], steps=dict(steps), finished=True,
+        exported=skipped == [], export_skipped=skipped or [], train_seconds=round(sum(per_stage.values()), 1),
+        stage_train_seconds=per_stage, export_seconds=round(export_seconds, 1), wall_seconds=round(wall_seconds, 1),
+        source=str(source.root) if source is not None else None,
+    )
+    summary.write(ws.summary_path)
     return summary
 
 
@@ -417,9 +416,9 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
         if coarse is not None:
             steps["coarse"] = cfg.train.steps
         if "fine" in stages:
-            if coarse is not None and not req.no_export and not (ws.root / "coarse" / "mesh" / "export.json").is_file():
+            if coarse is not None and not req.no_export and not (ws.coarse_result().mesh_dir / "export.json").is_file():
                 export_start = time.time()  # the coarse mesh, kept beside the result for comparison
-                export_results(coarse.rep, cfg, Workspace(ws.root / "coarse"), req.quiet, video=False)
+                export_results(coarse.rep, cfg, ws.coarse_result(), req.quiet, video=False)
                 export_seconds += time.time() - export_start
             if fine is None:
                 if restart_fine:

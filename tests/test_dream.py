@@ -45,6 +45,14 @@ def test_short_run_writes_every_artifact(tiny_prior, tmp_path):
     assert {"loss", "sds", "t", "lr_encoding", "seconds"} <= set(lines[0])
     assert (ws / "video").is_dir() and any((ws / "video").glob("*.mp4"))
     assert (ws / "mesh" / "model.obj").is_file()  # exit 0 promises an asset (a run without a mesh exits 1)
+    # both stages: the fine stage's own folder, the coarse mesh kept beside the result, the summary and the page
+    assert (ws / "fine" / "checkpoints" / "last.pt").is_file() and (ws / "fine" / "metrics.jsonl").is_file()
+    assert (ws / "coarse" / "mesh" / "model.obj").is_file()
+    summary = json.loads((ws / "run.json").read_text())
+    assert summary["stages"] == ["coarse", "fine"] and summary["result"] == "fine" and summary["finished"] and summary["exported"]
+    assert summary["prompt"] == "a red cube" and summary["export_skipped"] == []
+    page = (ws / "index.html").read_text()
+    assert "a red cube" in page and "<model-viewer" in page
 
 
 def test_resume_matches_an_uninterrupted_run(tiny_prior, tmp_path):

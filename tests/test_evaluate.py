@@ -188,11 +188,12 @@ def test_toy_matrix_marks_what_came_out():
 
 def test_a_resumed_run_reports_what_the_asset_cost_not_the_retry():
     from dreamfusion.batch.task import asset_seconds
+    from dreamfusion.layout import RunSummary
 
-    assert asset_seconds({"wall_seconds": 70.0, "train_seconds": 60.0, "export_seconds": 3.0}) == 70.0
+    assert asset_seconds(RunSummary("p", wall_seconds=70.0, train_seconds=60.0, export_seconds=3.0)) == 70.0
     # a run that only retried its export: 7 s of wall, but 63 s of training and export in all
-    assert asset_seconds({"wall_seconds": 7.0, "train_seconds": 60.0, "export_seconds": 3.0}) == 63.0
-    assert asset_seconds({}) is None
+    assert asset_seconds(RunSummary("p", wall_seconds=7.0, train_seconds=60.0, export_seconds=3.0)) == 63.0
+    assert asset_seconds(RunSummary("p")) is None
 
 
 def test_a_refined_run_from_another_workspace_is_judged_on_that_sources_coarse_mesh(tmp_path):

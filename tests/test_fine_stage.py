@@ -336,10 +336,9 @@ def test_refining_in_place_keeps_the_coarse_result(prior, coarse_run, tmp_path):
     import shutil
 
     ws = Path(shutil.copytree(coarse_run, tmp_path / "ws"))
-    coarse_ply = (ws / "mesh" / "model.ply").read_bytes() if (ws / "mesh" / "model.ply").is_file() else None
+    coarse_ply = (ws / "mesh" / "model.ply").read_bytes()  # the coarse run exited 0: it has its mesh
     assert run(["--prompt", PROMPT, "--workspace", str(ws), "--stage", "fine", "--quiet", *small(prior)]) == 0
-    if coarse_ply is not None:
-        assert (ws / "coarse" / "mesh" / "model.ply").read_bytes() == coarse_ply  # moved aside, not lost
+    assert (ws / "coarse" / "mesh" / "model.ply").read_bytes() == coarse_ply  # moved aside, not lost
     assert (ws / "mesh" / "export.json").is_file() and json.loads((ws / "run.json").read_text())["result"] == "fine"
 
 

@@ -76,6 +76,27 @@ def test_a_run_without_a_mesh_says_so_on_its_page(prior, tmp_path):
     assert "diffusion t (coarse)" in text  # the rest of the page is there
 
 
+def test_what_a_page_says_of_a_missing_mesh_follows_run_json(tmp_path):
+    """Read through the one layout module: unfinished, --no-export, and an export that found nothing."""
+    from dreamfusion.gallery.collect import collect_asset
+    from dreamfusion.layout import RunSummary, WorkspaceLayout
+
+    ws = WorkspaceLayout(tmp_path / "ws")
+    ws.write_config({"prompt": "a red cube", "seed": 0})
+    assert collect_asset(ws.root).prompt == "a red cube"  # from config.yaml while there is no run.json
+    assert "has not finished" in collect_asset(ws.root).notes[0]
+    RunSummary(prompt="a blue cube", stages=["coarse"], exported=False, export_skipped=[]).write(ws.summary_path)
+    asset = collect_asset(ws.root)
+    assert asset.prompt == "a blue cube" and asset.summary == ws.read_summary()
+    assert "not exported (--no-export)" in asset.notes[0]
+    RunSummary(prompt="a blue cube", exported=False, export_skipped=["mesh export skipped: the field is empty"]).write(ws.summary_path)
+    assert "No mesh: mesh export skipped: the field is empty" in collect_asset(ws.root).notes[0]
+    ws.summary_path.write_text('{"prompt": "a blue cube", "a_key_of_a_later_version": 1, "wall_seconds": 3.5}')
+    assert ws.read_summary() == RunSummary(prompt="a blue cube", wall_seconds=3.5)  # unknown keys dropped
+    ws.summary_path.write_text("{not json")
+    assert ws.read_summary() is None
+
+
 def test_a_suite_page_links_every_asset_and_sorts(run_ws, tmp_path):
     out = tmp_path / "suite"
     out.mkdir()

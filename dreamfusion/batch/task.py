@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..workspace import Workspace, slug
+from ..layout import RunSummary, WorkspaceLayout, slug
 
 RUNNER_FILE = "runner.json"  # where and how often a batch ran this workspace
 
@@ -58,35 +58,32 @@ class RunRecord:
     message: str = ""
 
 
-def workspace_for(runs_dir: Path, prompt: str, seed: int) -> Workspace:
-    return Workspace(Path(runs_dir) / f"{slug(prompt)}-s{seed}")
+def workspace_for(runs_dir: Path, prompt: str, seed: int) -> WorkspaceLayout:
+    return WorkspaceLayout(Path(runs_dir) / f"{slug(prompt)}-s{seed}")
 
 
-def read_summary(ws: Workspace) -> dict | None:
+def read_summary(ws: WorkspaceLayout) -> RunSummary | None:
     """The workspace's run.json, or None when there is none (or it is unreadable)."""
-    try:
-        return json.loads(ws.summary_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return ws.read_summary()
 
 
-def finished_summary(ws: Workspace, prompt: str) -> dict | None:
+def finished_summary(ws: WorkspaceLayout, prompt: str) -> RunSummary | None:
     """run.json of a finished, exported run of `prompt` in `ws`, else None."""
     summary = read_summary(ws)
-    if summary is None or summary.get("prompt") != prompt or not summary.get("finished") or not summary.get("exported"):
+    if summary is None or summary.prompt != prompt or not summary.finished or not summary.exported:
         return None
     return summary
 
 
-def asset_seconds(summary: dict) -> float | None:
+def asset_seconds(summary: RunSummary) -> float | None:
     """What the asset cost: the command's wall time, or, when the last session only resumed a run
     (e.g. to retry its export), the training summed over every session plus the export."""
-    wall = summary.get("wall_seconds")
-    work = (summary.get("train_seconds") or 0.0) + (summary.get("export_seconds") or 0.0)
-    return None if wall is None else round(max(float(wall), work), 1)
+    if summary.wall_seconds is None:
+        return None
+    return round(max(float(summary.wall_seconds), (summary.train_seconds or 0.0) + (summary.export_seconds or 0.0)), 1)
 
 
-def _note_attempt(ws: Workspace) -> None:
+def _note_attempt(ws: WorkspaceLayout) -> None:
     """runner.json: the host and process running it, and how many attempts so far (Ray's retries
     after a lost worker show here)."""
     path = ws.root / RUNNER_FILE
@@ -117,7 +114,7 @@ def run_one(spec: RunSpec) -> RunRecord:
     from ..config import ConfigError
     from ..pipeline import RunRequest, run
 
-    ws = Workspace(spec.workspace)
+    ws = WorkspaceLayout(spec.workspace)
     if not spec.fresh:
         summary = finished_summary(ws, spec.prompt)
         if summary is not None:

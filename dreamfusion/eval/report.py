@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..checkpoint import atomic_write
+from ..utils.atomic import atomic_write
 
 
 def _cell(value: Any) -> str:
@@ -38,6 +38,17 @@ def write_report(out_dir: str | Path, stem: str, title: str, summary: dict, rows
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(data, encoding="utf-8"))
     return md_path, json_path
 
+
+# The columns of each suite's per-asset table (Markdown report and gallery page), as (key, header).
+TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
+               ("colour_ok", "colour ok"), ("delta_e", "ΔE"), ("delta_lightness", "ΔL*"), ("delta_chroma", "ΔC*"),
+               ("coarse_delta_e", "coarse ΔE"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
+               ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
+               ("normal_angle", "normal°"), ("coarse_genus", "coarse genus"), ("coarse_surface_distance", "coarse distance"),
+               ("coarse_normal_angle", "coarse normal°"), ("seconds", "seconds"), ("status", "run")]
+CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
+                ("seconds", "seconds"), ("status", "run")]
+SUITE_COLUMNS = {"toy_results": TOY_COLUMNS, "clip_results": CLIP_COLUMNS}
 
 EVALUATION_FILE = "evaluation.json"  # each asset's row of figures, in its workspace (the gallery shows it)
 

@@ -17,9 +17,10 @@ import torch
 from ..config import ConfigError
 from ..export import ExportError
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, VIEW_MARKED_SHAPES, all_captions, caption
-from ..workspace import Workspace
+from ..layout import WorkspaceLayout
 from .rprecision import ClipScorer, normalise_caption, r_precision
 from ..batch import Resources, RunRecord, RunSettings, RunSpec, read_summary, run_batch, workspace_for
+from .report import CLIP_COLUMNS, SUITE_COLUMNS, TOY_COLUMNS  # noqa: F401 (re-exported)
 from .toy import evaluate_mesh, parse_toy_prompt, score
 from .views import render_views
 
@@ -116,12 +117,13 @@ def summarize(rows: Sequence[dict], wanted: Sequence[str]) -> dict:
 def coarse_mesh_dir(ws: Path) -> Path:
     """Where a refined run's coarse mesh is: beside its result (WORKSPACE/coarse/mesh), or, for a run
     that refined another workspace (dream.py --from), in that source's coarse export."""
-    own = ws / "coarse" / "mesh"
-    source = (read_summary(Workspace(ws)) or {}).get("source")
-    if own.is_dir() or not source:
+    layout = WorkspaceLayout(ws)
+    own = layout.coarse_result().mesh_dir
+    summary = read_summary(layout)
+    if own.is_dir() or summary is None or not summary.source:
         return own
-    source = Path(source)
-    return source / "coarse" / "mesh" if (source / "coarse" / "mesh").is_dir() else source / "mesh"
+    source = WorkspaceLayout(summary.source)
+    return source.coarse_result().mesh_dir if source.coarse_result().mesh_dir.is_dir() else source.mesh_dir
 
 
 def toy_suite(prompts: Sequence[str], seeds: int, runs_dir: Path, settings: RunSettings | None = None, fresh: bool = False,
@@ -206,7 +208,7 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
     if workspaces:
         records = []
         for folder in workspaces:
-            ws = Workspace(folder)
+            ws = WorkspaceLayout(folder)
             config = ws.read_config()
             if not config.get("prompt"):
                 raise ConfigError(f"{folder}: its config.yaml names no prompt")
@@ -244,12 +246,3 @@ __all__ = ["toy_prompts", "toy_suite", "toy_matrix", "stage_table", "clip_suite"
 
 
 # The columns of each suite's table (results .md and the gallery's grid): (row key, header).
-TOY_COLUMNS = [("prompt", "prompt"), ("seed", "seed"), ("shape", "shape"), ("colour", "colour"), ("shape_ok", "shape ok"),
-               ("colour_ok", "colour ok"), ("delta_e", "ΔE"), ("delta_lightness", "ΔL*"), ("delta_chroma", "ΔC*"),
-               ("coarse_delta_e", "coarse ΔE"), ("marked_faces", "marked faces"), ("mark_views", "mark seen from"),
-               ("genus", "genus"), ("significant_components", "components"), ("surface_distance", "distance"),
-               ("normal_angle", "normal°"), ("coarse_genus", "coarse genus"), ("coarse_surface_distance", "coarse distance"),
-               ("coarse_normal_angle", "coarse normal°"), ("seconds", "seconds"), ("status", "run")]
-CLIP_COLUMNS = [("prompt", "prompt"), ("r_precision_colour", "R@1 colour"), ("r_precision_geometry", "R@1 geometry"),
-                ("seconds", "seconds"), ("status", "run")]
-SUITE_COLUMNS = {"toy_results": TOY_COLUMNS, "clip_results": CLIP_COLUMNS}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import atomic_write
+from ..eval.report import SUITE_COLUMNS
+from ..layout import WorkspaceLayout
+from ..utils.atomic import atomic_write
 from .collect import collect_asset, find_suite_results, is_workspace, read_json
 from .pages import _rel, asset_page, suite_page, summary_lines
 
@@ -37,7 +39,7 @@ def write_asset_page(root: str | Path, out: str | Path | None = None) -> Path:
 def poster(root: Path) -> Path | None:
     """A still of the asset for the suite grid: the turntable's first frame (cached as a PNG beside
     the video), else the last validation strip."""
-    video = root / "video" / "turntable_rgb.mp4"
+    video = WorkspaceLayout(root).video_dir / "turntable_rgb.mp4"
     still = video.with_suffix(".png")
     if video.is_file():
         if not still.is_file() or still.stat().st_mtime < video.stat().st_mtime:
@@ -60,8 +62,6 @@ def poster(root: Path) -> Path | None:
 
 def write_suite_page(folder: str | Path, out: str | Path | None = None) -> Path:
     """OUT/index.html for an evaluate.py folder, and each of its runs' own page."""
-    from ..eval.suites import SUITE_COLUMNS
-
     folder = Path(folder)
     results = find_suite_results(folder)
     data = read_json(results) if results else None

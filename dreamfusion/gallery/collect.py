@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..eval.report import EVALUATION_FILE
-
-STAGES = ("coarse", "fine")
+from ..layout import STAGES, RunSummary, WorkspaceLayout
 
 
 @dataclass
@@ -22,7 +21,7 @@ class StageRecord:
 class AssetRecord:
     root: Path
     prompt: str
-    summary: dict | None  # run.json
+    summary: RunSummary | None  # run.json
     meshes: dict[str, Path]  # "result" and, for a refined run, "coarse": model.glb
     videos: list[Path]
     stages: list[StageRecord]
@@ -56,49 +55,35 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def _stage_dir(root: Path, name: str) -> Path:
-    return root if name == "coarse" else root / name
-
-
 def is_workspace(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
+    return WorkspaceLayout(path).is_workspace()
 
 
 def collect_asset(root: str | Path) -> AssetRecord:
-    root = Path(root)
-    summary = read_json(root / "run.json")
-    config_text = (root / "config.yaml").read_text(encoding="utf-8") if (root / "config.yaml").is_file() else ""
-    prompt = (summary or {}).get("prompt") or _prompt_from_config(config_text)
+    ws = WorkspaceLayout(root)
+    root = ws.root
+    summary = ws.read_summary()
+    config_text = ws.config_path.read_text(encoding="utf-8") if ws.config_path.is_file() else ""
     stages = []
     for name in STAGES:
-        folder = _stage_dir(root, name)
-        metrics = read_metrics(folder / "metrics.jsonl")
-        strips = sorted((folder / "validation").glob("step_*.png")) if (folder / "validation").is_dir() else []
+        folder = ws.stage(name)
+        metrics = read_metrics(folder.metrics_path)
+        strips = sorted(folder.validation_dir.glob("step_*.png")) if folder.validation_dir.is_dir() else []
         if metrics or strips:
             stages.append(StageRecord(name, strips, metrics))
     meshes = {}
-    if (root / "mesh" / "model.glb").is_file():
-        meshes["result"] = root / "mesh" / "model.glb"
-    if (root / "coarse" / "mesh" / "model.glb").is_file():
-        meshes["coarse"] = root / "coarse" / "mesh" / "model.glb"
+    if (ws.mesh_dir / "model.glb").is_file():
+        meshes["result"] = ws.mesh_dir / "model.glb"
+    coarse = ws.coarse_result()
+    if (coarse.mesh_dir / "model.glb").is_file():
+        meshes["coarse"] = coarse.mesh_dir / "model.glb"
     notes = []
     if "result" not in meshes:
-        reasons = (summary or {}).get("export_skipped") or []
-        if summary is None:
-            reasons = reasons or ["the run has not finished (no run.json)"]
-        elif summary.get("exported") is False and not reasons:
-            reasons = ["the export found no surface in the trained field"]
+        reasons = summary.export_skipped if summary is not None else ["the run has not finished (no run.json)"]
         notes.append("No mesh: " + ("; ".join(reasons) if reasons else "the run was not exported (--no-export)")
                      + f". Retry with: python scripts/export_mesh.py --workspace {root}")
-    videos = sorted((root / "video").glob("*.mp4")) if (root / "video").is_dir() else []
-    return AssetRecord(root, prompt, summary, meshes, videos, stages, config_text, read_json(root / EVALUATION_FILE), notes)
-
-
-def _prompt_from_config(text: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("prompt:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-    return ""
+    videos = sorted(ws.video_dir.glob("*.mp4")) if ws.video_dir.is_dir() else []
+    return AssetRecord(root, ws.prompt(), summary, meshes, videos, stages, config_text, read_json(root / EVALUATION_FILE), notes)
 
 
 def find_suite_results(folder: Path) -> Path | None:

@@ -93,7 +93,7 @@ def _viewer(asset: AssetRecord) -> tuple[str, str]:
 
 def asset_page(asset: AssetRecord, page: Path) -> str:
     """The page of one run, to be written at `page` (links are relative to it)."""
-    s = asset.summary or {}
+    s = asset.summary.to_dict() if asset.summary is not None else {}
     sub = f"seed {s.get('seed', '?')} · stages {', '.join(s.get('stages', [])) or '–'}"
     if s.get("wall_seconds") is not None:
         sub += f" · {s.get('train_seconds', 0):.0f} s training, {s.get('export_seconds', 0):.0f} s export"
@@ -120,8 +120,8 @@ def asset_page(asset: AssetRecord, page: Path) -> str:
         body.append(f"<h2>{stage.name.capitalize()} stage: {len(stage.metrics)} steps</h2>"
                     f'<div class="row">{"".join(charts)}</div>'
                     + (f'<div class="strips">{strips}</div>' if strips else ""))
-    if asset.summary:
-        body.append("<h2>Run</h2>" + figures_table(asset.summary))
+    if s:
+        body.append("<h2>Run</h2>" + figures_table(s))
     if asset.config_text:
         body.append(f"<h2>Resolved config</h2><pre>{html.escape(asset.config_text)}</pre>")
     body.append("</main>")

@@ -21,6 +21,7 @@ import torch
 
 from ..guidance.camera_conditioning import camera_feature_dim
 from .prior import TEXT_DIM
+from .vae_codec import decode, encode  # noqa: F401 (the latent prior's codec: latent_prior.encode / decode)
 
 IMAGE_RESOLUTION = 128
 LATENT_CHANNELS = 4
@@ -68,19 +69,3 @@ def save_pipeline(folder: str | Path, vae_: Any, unet_: Any, text_encoder: Any, 
     pipe = StableDiffusionPipeline(vae=vae_, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet_, scheduler=scheduler_,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(str(folder), safe_serialization=True)
-
-
-@torch.no_grad()
-def encode(vae_: Any, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images (B, 3, R, R) in [-1, 1] -> scaled latents (B, 4, R/8, R/8); the posterior mean without a generator."""
-    from ..utils import random
-
-    dist = vae_.encode(images).latent_dist
-    z = dist.mean if generator is None else dist.mean + dist.std * random.randn(dist.mean.shape, generator, dist.mean.device)
-    return z * vae_.config.scaling_factor
-
-
-@torch.no_grad()
-def decode(vae_: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> images (B, 3, R, R) in [-1, 1]."""
-    return vae_.decode(latents / vae_.config.scaling_factor).sample.clamp(-1, 1)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..guidance.camera_conditioning import camera_feature_dim
+from .vae_codec import decode, encode
 from .vocabulary import vocabulary
 
 MAX_TOKENS = 16
@@ -95,14 +96,10 @@ class LoadedPrior:
 
     def to_model(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, R, R) in [-1, 1] -> what the U-Net denoises (the images, or their scaled latents)."""
-        from .latent_prior import encode
-
         return images if self.vae is None else encode(self.vae, images)
 
     def to_images(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net's space -> images (B, 3, R, R) in [-1, 1]."""
-        from .latent_prior import decode
-
         return x.clamp(-1, 1) if self.vae is None else decode(self.vae, x)
 
 
