@@ -59,6 +59,11 @@ class LoopConfig:
     # size of the gradient, so SDS's noise walks a finished asset away (the true cube turns to fog in
     # 300 coarse steps at the full rate: scripts/fixed_point.py); decaying the rate lets it settle.
     lr_scale: Schedule = field(default_factory=lambda: constant(1.0))
+    # A factor on the guidance's CFG scale. The bundled prior's classifier term for "white" is weak:
+    # at the scale that keeps colours true (4) its denoiser fades a white object that is not yet a
+    # sharp surface into the background; a strong scale while the shape forms keeps it, and the
+    # usual one after refines it (docs/toy-world.md, "White objects").
+    guidance_scale_factor: Schedule = field(default_factory=lambda: constant(1.0))
     max_nonfinite_in_a_row: int = 20
     checkpoint_every: int = 250
     validation_every: int = 100
@@ -69,6 +74,8 @@ class LoopConfig:
         require_nonnegative(prefix, "ambient_only_steps", self.ambient_only_steps)
         require_nonnegative(prefix, "lr_scale.start", self.lr_scale.start)
         require_nonnegative(prefix, "lr_scale.end", self.lr_scale.end)
+        require_nonnegative(prefix, "guidance_scale_factor.start", self.guidance_scale_factor.start)
+        require_nonnegative(prefix, "guidance_scale_factor.end", self.guidance_scale_factor.end)
         for end in ("start", "end"):
             if not 0.0 < getattr(self.colour_t_max, end) <= 1.0:
                 raise ConfigError(f"{key_of(prefix, 'colour_t_max.' + end)} must be in (0, 1], got {getattr(self.colour_t_max, end)}")

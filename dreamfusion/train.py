@@ -214,7 +214,9 @@ class Trainer:
         timesteps, albedo_grad = self._colour_gate(shading)
         out = self.rep.render(cams, t.resolution, t.resolution, shading=shading, light_positions=lights,
                               ambient=ambient, diffuse=diffuse, generator=self.generator, albedo_grad=albedo_grad)
-        sds = self.guidance(out.rgb.float(), cams, step=self.step, generator=self.generator, t=timesteps)
+        factor = t.guidance_scale_factor(self.step)
+        boost = {} if factor == 1.0 else {"scale": self.guidance.cfg.scale * factor}
+        sds = self.guidance(out.rgb.float(), cams, step=self.step, generator=self.generator, t=timesteps, **boost)
         terms = self.rep.regularizers(out)
         weights = {k: getattr(t, f"lambda_{k}")(self.step) for k in terms}
         loss = sds.loss + sum(weights[k] * v.float() for k, v in terms.items() if weights[k] > 0)

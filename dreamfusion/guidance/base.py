@@ -148,8 +148,10 @@ class DiffusionGuidance:
         *,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        scale: float | None = None,
     ) -> SDSOutput:
-        """One SDS step on renders rgb (B, H, W, 3) seen from `cameras` (B); t/noise fix the draw (tests)."""
+        """One SDS step on renders rgb (B, H, W, 3) seen from `cameras` (B); t/noise fix the draw (tests);
+        `scale` replaces the config's CFG scale for this step (the loop's guidance_scale_factor)."""
         if self.embeddings is None:
             raise RuntimeError("guidance.prepare(prompt) must be called before the first SDS step")
         cfg, emb = self.cfg, self.embeddings
@@ -180,7 +182,7 @@ class DiffusionGuidance:
             phi_camera = camera_features(elevation, azimuth, True, self.camera_harmonics or 1)  # phi always sees the camera
             online = functools.partial(phi.predict, emb=cond[0], camera=phi_camera)
         out = score_distillation(
-            x, self.unet_fn, self.schedule, uncond, cond, t.to(self.device), cfg.scale,
+            x, self.unet_fn, self.schedule, uncond, cond, t.to(self.device), cfg.scale if scale is None else scale,
             cond_weights=weights, class_labels=labels, weighting=cfg.weighting, grad_clip=cfg.grad_clip,
             noise=noise, generator=generator, distillation=rule, negative_embeddings=negative, online=online,
             nfsd=cfg.nfsd, ism=cfg.ism,
