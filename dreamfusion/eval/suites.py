@@ -243,6 +243,3 @@ def clip_suite(prompts: Sequence[str], clip_model: str, runs_dir: Path, workspac
 
 
 __all__ = ["toy_prompts", "toy_suite", "toy_matrix", "stage_table", "clip_suite"]
-
-
-# The columns of each suite's table (results .md and the gallery's grid): (row key, header).

@@ -12,10 +12,6 @@ from ..export.video import MeshRenderer, VideoConfig, build_field_cache, orbit_o
 from ..workspace import Workspace
 
 
-def has_exported_mesh(mesh_dir: Path) -> bool:
-    return any((mesh_dir / name).is_file() for name in ("model.glb", "model.obj", "model.ply"))
-
-
 @torch.no_grad()
 def render_views(
     workspace: str | Path, n_views: int = 8, elevation: float = 30.0, resolution: int = 224,
@@ -31,7 +27,7 @@ def render_views(
     cfg = VideoConfig(frames=n_views, resolution=resolution, modes=tuple(modes), elevation=elevation,
                       **orbit_of(ws.scene_config().camera), cache_resolution=cache_resolution or min(192, max(64, resolution)))
     cfg.validate()
-    if has_exported_mesh(ws.mesh_dir):
+    if ws.exported_mesh() is not None:
         mesh = MeshRenderer(load_exported_mesh(ws.mesh_dir))
         render_one, bound = (lambda cam: mesh(cam, resolution, resolution)), ws.scene_config().field.bound
     elif ws.final_stage() == "fine":

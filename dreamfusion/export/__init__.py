@@ -19,6 +19,7 @@ import torch
 import trimesh
 
 from ..checkpoint import atomic_write
+from ..layout import MESH_FILES
 from ..render.surface_colour import rendered_albedo
 from ..render.volume import SURFACE_OPTICAL_DEPTH
 from .mesh import DEFAULT_SMOOTH, ExportError, evaluate_points, field_device, grid_lookup, mesh_at_level, surface_grid
@@ -261,7 +262,7 @@ def load_exported_mesh(mesh_dir: str | Path) -> trimesh.Trimesh:
     mesh_dir = Path(mesh_dir)
     meta_path = mesh_dir / "export.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    for name in ("model.glb", "model.obj", "model.ply"):
+    for name in MESH_FILES:
         path = mesh_dir / name
         if path.is_file():
             loaded = trimesh.load(path, force="mesh", process=False)
