@@ -117,6 +117,10 @@ def test_training_cli_smoke_and_bad_flags(tmp_path, capsys):
     assert "LO <= HI" in capsys.readouterr().err and not (tmp_path / "q").exists()
     assert run_cli(main, ["--latent", "--background-range", "0,0.25", "--out", str(tmp_path / "q")], prog="train_toy_prior") == 2
     assert "pixel prior only" in capsys.readouterr().err and not (tmp_path / "q").exists()
+    for bad, message in (("grey=0,0.2", "--backdrop takes COLOUR=LO,HI"), ("white=0.3", "--backdrop takes two greys")):
+        assert run_cli(main, ["--backdrop", bad, "--out", str(tmp_path / "q")], prog="train_toy_prior") == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and not (tmp_path / "q").exists()
 
 
 @pytest.mark.skipif(not SHIPPED, reason="the latent prior is not in assets/ (scripts/train_toy_prior.py --latent)")
