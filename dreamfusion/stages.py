@@ -93,7 +93,11 @@ def load_stage(ws, stage: str | None = None, device: torch.device | str = "cpu",
 
 def export_dir(ws, stage: str):
     """Where a stage's mesh and video go: the workspace's mesh/ and video/ for its final stage,
-    coarse/ for the coarse stage of a run that was refined."""
-    from .workspace import Workspace
+    coarse/ for the coarse stage of a run that was refined (the layout's coarse_result)."""
+    if stage == ws.final_stage():
+        return ws
+    if stage != "coarse":  # a stage the run has not reached
+        from .checkpoint import CheckpointError
 
-    return ws if stage == ws.final_stage() else Workspace(ws.root / stage)
+        raise CheckpointError(f"{ws.root} has no {stage} stage; run scripts/dream.py --stage {stage} --workspace {ws.root} first")
+    return ws.coarse_result()

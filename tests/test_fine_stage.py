@@ -342,6 +342,16 @@ def test_refining_in_place_keeps_the_coarse_result(prior, coarse_run, tmp_path):
     assert (ws / "mesh" / "export.json").is_file() and json.loads((ws / "run.json").read_text())["result"] == "fine"
 
 
+def test_asking_a_coarse_run_for_its_fine_stage_names_what_is_missing(coarse_run, capsys):
+    from dreamfusion.cli import render_video
+
+    argv = ["--workspace", str(coarse_run), "--stage", "fine", "--frames", "2", "--resolution", "32"]
+    assert run_cli(render_video.main, argv, prog="render_video") == 1
+    err = capsys.readouterr().err
+    assert "has no fine stage" in err and "--stage fine" in err and "Traceback" not in err
+    assert not (coarse_run / "fine").exists()
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
 
