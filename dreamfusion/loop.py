@@ -59,10 +59,10 @@ class LoopConfig:
     # size of the gradient, so SDS's noise walks a finished asset away (the true cube turns to fog in
     # 300 coarse steps at the full rate: scripts/fixed_point.py); decaying the rate lets it settle.
     lr_scale: Schedule = field(default_factory=lambda: constant(1.0))
-    # A factor on the guidance's CFG scale. The bundled prior's classifier term for "white" is weak:
-    # at the scale that keeps colours true (4) its denoiser fades a white object that is not yet a
-    # sharp surface into the background; a strong scale while the shape forms keeps it, and the
-    # usual one after refines it (docs/toy-world.md, "White objects").
+    # A factor on the guidance's CFG scale, step by step (1: the guidance's own scale). For
+    # experiments: with the bundled prior a strong scale keeps white objects that scale 4 fades, but
+    # bends every other asset's faces, and decaying it after the shape forms lost the white cube
+    # again (docs/toy-world.md, "A strong guidance in the coarse stage"), so no recipe sets it.
     guidance_scale_factor: Schedule = field(default_factory=lambda: constant(1.0))
     max_nonfinite_in_a_row: int = 20
     checkpoint_every: int = 250

@@ -416,9 +416,10 @@ def run(req: RunRequest, stop: StopFlag | None = None) -> RunOutcome:
         if coarse is not None:
             steps["coarse"] = cfg.train.steps
         if "fine" in stages:
-            if coarse is not None and not req.no_export and not (ws.coarse_result().mesh_dir / "export.json").is_file():
-                export_start = time.time()  # the coarse mesh, kept beside the result for comparison
-                export_results(coarse.rep, cfg, ws.coarse_result(), req.quiet, video=False)
+            kept = ws.coarse_result()  # the coarse mesh, kept beside the result for comparison
+            if coarse is not None and not req.no_export and not (kept.mesh_dir / "export.json").is_file():
+                export_start = time.time()
+                export_results(coarse.rep, cfg, kept, req.quiet, video=False)
                 export_seconds += time.time() - export_start
             if fine is None:
                 if restart_fine:

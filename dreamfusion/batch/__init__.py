@@ -5,7 +5,7 @@ the run in-process (`task.run_one`), reusing a finished workspace and resuming a
 scripts/batch.py and scripts/evaluate.py both go through it.
 """
 from .runner import BatchInterrupted, Resources, run_batch
-from .task import RunRecord, RunSettings, RunSpec, finished_summary, read_summary, run_one, workspace_for
+from .task import RunRecord, RunSettings, RunSpec, finished_summary, run_one, workspace_for
 
-__all__ = ["BatchInterrupted", "Resources", "RunRecord", "RunSettings", "RunSpec", "finished_summary", "read_summary",
+__all__ = ["BatchInterrupted", "Resources", "RunRecord", "RunSettings", "RunSpec", "finished_summary",
            "run_batch", "run_one", "workspace_for"]

@@ -62,14 +62,9 @@ def workspace_for(runs_dir: Path, prompt: str, seed: int) -> WorkspaceLayout:
     return WorkspaceLayout(Path(runs_dir) / f"{slug(prompt)}-s{seed}")
 
 
-def read_summary(ws: WorkspaceLayout) -> RunSummary | None:
-    """The workspace's run.json, or None when there is none (or it is unreadable)."""
-    return ws.read_summary()
-
-
 def finished_summary(ws: WorkspaceLayout, prompt: str) -> RunSummary | None:
     """run.json of a finished, exported run of `prompt` in `ws`, else None."""
-    summary = read_summary(ws)
+    summary = ws.read_summary()
     if summary is None or summary.prompt != prompt or not summary.finished or not summary.exported:
         return None
     return summary
@@ -144,7 +139,7 @@ def run_one(spec: RunSpec) -> RunRecord:
     if outcome.code != 0:
         return RunRecord(spec.prompt, spec.seed, ws.root, "interrupted", seconds,
                          "interrupted; the same command resumes it from its last checkpoint")
-    summary = read_summary(ws)
+    summary = ws.read_summary()
     if summary is not None:
         seconds = max(seconds, asset_seconds(summary) or 0.0)
     return RunRecord(spec.prompt, spec.seed, ws.root, "ran", seconds)

@@ -19,7 +19,7 @@ from ..export import ExportError
 from ..toyworld.vocabulary import ALL_SHAPES, COLOURS, VIEW_MARKED_SHAPES, all_captions, caption
 from ..layout import WorkspaceLayout
 from .rprecision import ClipScorer, normalise_caption, r_precision
-from ..batch import Resources, RunRecord, RunSettings, RunSpec, read_summary, run_batch, workspace_for
+from ..batch import Resources, RunRecord, RunSettings, RunSpec, run_batch, workspace_for
 from .report import CLIP_COLUMNS, SUITE_COLUMNS, TOY_COLUMNS  # noqa: F401 (re-exported)
 from .toy import evaluate_mesh, parse_toy_prompt, score
 from .views import render_views
@@ -119,7 +119,7 @@ def coarse_mesh_dir(ws: Path) -> Path:
     that refined another workspace (dream.py --from), in that source's coarse export."""
     layout = WorkspaceLayout(ws)
     own = layout.coarse_result().mesh_dir
-    summary = read_summary(layout)
+    summary = layout.read_summary()
     if own.is_dir() or summary is None or not summary.source:
         return own
     source = WorkspaceLayout(summary.source)

@@ -24,12 +24,13 @@ def render_views(
     renders its field through a voxel cache (about one voxel per pixel, 64..192): a fraction of a
     second a view on a CPU."""
     ws = Workspace(workspace)
+    scene_cfg = ws.scene_config()
     cfg = VideoConfig(frames=n_views, resolution=resolution, modes=tuple(modes), elevation=elevation,
-                      **orbit_of(ws.scene_config().camera), cache_resolution=cache_resolution or min(192, max(64, resolution)))
+                      **orbit_of(scene_cfg.camera), cache_resolution=cache_resolution or min(192, max(64, resolution)))
     cfg.validate()
     if ws.exported_mesh() is not None:
         mesh = MeshRenderer(load_exported_mesh(ws.mesh_dir))
-        render_one, bound = (lambda cam: mesh(cam, resolution, resolution)), ws.scene_config().field.bound
+        render_one, bound = (lambda cam: mesh(cam, resolution, resolution)), scene_cfg.field.bound
     elif ws.final_stage() == "fine":
         raise ExportError(f"{ws.root} has a refined stage but no exported mesh; run scripts/export_mesh.py --workspace {ws.root}")
     else:

@@ -83,7 +83,8 @@ def collect_asset(root: str | Path) -> AssetRecord:
         notes.append("No mesh: " + ("; ".join(reasons) if reasons else "the run was not exported (--no-export)")
                      + f". Retry with: python scripts/export_mesh.py --workspace {root}")
     videos = sorted(ws.video_dir.glob("*.mp4")) if ws.video_dir.is_dir() else []
-    return AssetRecord(root, ws.prompt(), summary, meshes, videos, stages, config_text, read_json(root / EVALUATION_FILE), notes)
+    prompt = summary.prompt if summary is not None else ws.prompt()  # run.json once, config.yaml only without it
+    return AssetRecord(root, prompt, summary, meshes, videos, stages, config_text, read_json(root / EVALUATION_FILE), notes)
 
 
 def find_suite_results(folder: Path) -> Path | None:
