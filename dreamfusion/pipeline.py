@@ -115,10 +115,10 @@ def check_source(req: RunRequest, cfg: RunConfig, stages: tuple[str, ...], ws_ro
 
 
 def with_source_scene(cfg: RunConfig, source: Workspace) -> RunConfig:
-    """The run config with the source run's scene sections (its field, background, cameras...):
-    the fine stage continues that scene, whatever the --config says about a NeRF."""
-    scene = source.scene_config()
-    for name in SCENE_SECTIONS:
+    """The run config with the source run's scene sections (its field, background, cameras...) and
+    representation: the fine stage continues that scene, whatever the --config says about its own."""
+    scene = source.stage_config()
+    for name in (*SCENE_SECTIONS, "representation"):
         setattr(cfg, name, getattr(scene, name))
     try:  # and its coarse training section, so the workspace's config.yaml still says what it trained
         cfg.train = build(TrainConfig, source.read_config().get("train", {}), prefix="train")
@@ -305,10 +305,10 @@ def export_results(rep, cfg: RunConfig, ws: Workspace, quiet: bool, video: bool 
     if e.video and video:
         try:
             # the exported file when there is one (what the user gets, and 5-10x faster); else the field
-            field = getattr(rep, "field", None)  # a NeRF can also be rendered as a volume
+            field = rep.volume()  # a NeRF or Gaussians can also be rendered as a volume
             use_mesh = mesh_written and (e.video_source == "mesh" or field is None)
             if not use_mesh and field is None:
-                raise ExportError("there is no mesh to render (the fine stage renders only its mesh)")
+                raise ExportError("there is no mesh to render (this stage is a mesh, and has no volume to render)")
             source = {"mesh": load_exported_mesh(ws.mesh_dir)} if use_mesh else {"field": field}
             paths = render_turntable(ws.video_dir, cfg.video_config(), bound=rep.bound, progress=not quiet, **source)
             print(f"video: {', '.join(p.name for p in paths)} in {ws.video_dir} (from the {next(iter(source))})")

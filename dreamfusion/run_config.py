@@ -115,6 +115,9 @@ class RunConfig(SceneConfig):
     negative_prompt: str = ""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The coarse stage's representation, by its registry name (registry.py), with its own options:
+    # {type: nerf} (its settings are the field/render/background sections) or {type: gaussians, ...}.
+    representation: dict[str, Any] = dataclasses.field(default_factory=lambda: {"type": "nerf"})
     guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: FinalExportConfig = dataclasses.field(default_factory=FinalExportConfig)
@@ -128,10 +131,21 @@ class RunConfig(SceneConfig):
         for key in ("prompt", "negative_prompt"):
             require_utf8(key, getattr(self, key))
         self.guidance.validate("guidance")
+        if isinstance(self.representation, str):  # representation: gaussians
+            self.representation = {"type": self.representation}
+        if not isinstance(self.representation, dict):
+            raise ConfigError(f"representation must be a name or a mapping with a type, got {self.representation!r}")
+        self.representation_options()  # strict: an unknown representation or option stops here
         if self.fine is not None:
             if not isinstance(self.fine.guidance, dict):
                 raise ConfigError(f"fine.guidance must be a mapping of guidance keys, got {self.fine.guidance!r}")
             self.fine_guidance()  # strict: an unknown key under fine.guidance stops here
+
+    def representation_options(self):  # -> (type[Representation], its options dataclass or None)
+        """The coarse stage's representation class and its options (registry.py)."""
+        from .registry import representation_options
+
+        return representation_options(self.representation)
 
     def fine_guidance(self) -> GuidanceConfig:
         """The fine stage's guidance: the run's guidance section with fine.guidance's keys over it."""

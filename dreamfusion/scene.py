@@ -19,12 +19,12 @@ from .cameras import CameraConfig, Cameras
 from .field.nerf import FieldConfig, NeRFField, normal_consistency_loss
 from .render.background import Background, BackgroundConfig
 from .render.colour_gate import AlbedoGrad
-from .render.renderer import RenderConfig, RenderOutput, VolumeRenderer
+from .render.renderer import RenderConfig, VolumeRenderer
 from .render.shading import LightConfig
-from .representation import Representation
+from .representation import RenderOutput, Representation
 
 if TYPE_CHECKING:  # run_config imports this module
-    from .run_config import TrainConfig
+    from .run_config import RunConfig, TrainConfig
 
 
 @dataclass
@@ -80,6 +80,20 @@ class Scene(Representation):
     @property
     def bound(self) -> float:
         return self.field.cfg.bound
+
+    @classmethod
+    def build(cls, cfg: "RunConfig", device: torch.device | str) -> "Scene":
+        """DreamFusion's start: the density blob, with the coarse training schedules."""
+        scene = build_scene(cfg, device=device, seed=cfg.seed)  # RunConfig extends SceneConfig
+        scene.schedule = cfg.train
+        return scene
+
+    @classmethod
+    def blank(cls, cfg: SceneConfig, device: torch.device | str) -> "Scene":
+        return build_scene(cfg, device=device)
+
+    def volume(self) -> NeRFField:
+        return self.field
 
     # ---- training ------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

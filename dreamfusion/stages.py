@@ -1,8 +1,9 @@
 """The stages of a run and how each one starts: which representation it trains, with which loop.
 
-* coarse: DreamFusion's NeRF (scene.Scene) from the density blob, trained with `train:`;
-* fine: Magic3D's DMTet (dmtet.scene.DMTetScene) from the coarse NeRF's cleaned level set and
-  albedo, trained with `fine.train:` (and `fine.guidance:` over the run's guidance).
+* coarse: the representation the config names (`representation: {type: ...}`, registry.py):
+  DreamFusion's NeRF (scene.Scene) from the density blob by default, trained with `train:`;
+* fine: Magic3D's DMTet (dmtet.scene.DMTetScene) from the coarse result's cleaned level set and
+  albedo (its `from_previous`), trained with `fine.train:` (and `fine.guidance:` over the run's guidance).
 
 A stage that resumes, or a workspace that is only exported, rebuilds its representation from the
 config and loads the checkpoint: the fine stage needs no coarse run for that.
@@ -12,37 +13,28 @@ from __future__ import annotations
 
 import torch
 
-from .cameras import CameraConfig
 from .config import to_dict
-from .render.background import Background
+from .registry import FINE_DEFAULT, representation_class
+from .representation import Representation
 from .run_config import RunConfig
-from .scene import Scene, build_scene
 from .train import Stage
 
 STAGES = ("coarse", "fine")
 
 
 def coarse_stage(cfg: RunConfig, device: torch.device | str) -> Stage:
-    """The NeRF stage of a run config (DreamFusion's whole recipe)."""
-    scene = build_scene(cfg, device=device, seed=cfg.seed)  # RunConfig extends SceneConfig
-    scene.schedule = cfg.train
-    return Stage("coarse", scene, cfg.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
+    """The first stage: the representation the config names (DreamFusion's NeRF by default), from nothing."""
+    cls, _ = cfg.representation_options()
+    return Stage("coarse", cls.build(cfg, device), cfg.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
 
 
-def fine_stage(cfg: RunConfig, device: torch.device | str, coarse: Scene | None = None) -> Stage:
-    """The DMTet stage; from the trained `coarse` scene, or blank (to load a fine checkpoint into)."""
-    from .dmtet.scene import blank_fine_scene, fine_scene_from_coarse
-
+def fine_stage(cfg: RunConfig, device: torch.device | str, coarse: Representation | None = None) -> Stage:
+    """The DMTet stage; from the trained `coarse` representation, or blank (to load a fine checkpoint into)."""
     if cfg.fine is None:
         raise ValueError("this run config has no fine: section")
-    f = cfg.fine
-    if coarse is not None:
-        rep = fine_scene_from_coarse(f.dmtet, f.train, coarse.field, coarse.background, device, cfg.seed,
-                                     cfg.camera.elevation_range)
-    else:
-        rep = blank_fine_scene(f.dmtet, f.train, cfg.field, Background(cfg.background).to(device), cfg.field.bound, device,
-                               cfg.camera.elevation_range)
-    return Stage("fine", rep, f.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
+    cls = representation_class(FINE_DEFAULT)
+    rep = cls.from_previous(coarse, cfg, device) if coarse is not None else cls.blank(cfg, device)
+    return Stage("fine", rep, cfg.fine.train, cfg.camera, cfg.light, cfg.seed, to_dict(cfg))
 
 
 def stage_guidance(guidance, cfg: RunConfig, device: torch.device):
@@ -61,34 +53,10 @@ def stage_guidance(guidance, cfg: RunConfig, device: torch.device):
 
 def load_stage(ws, stage: str | None = None, device: torch.device | str = "cpu", checkpoint=None):
     """(representation with its trained weights, stage name) of a workspace: the final stage by
-    default, for export and video. The fine stage is rebuilt from config.yaml alone."""
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .config import ConfigError, build
-    from .dmtet.config import FineConfig
-    from .dmtet.scene import blank_fine_scene
-
+    default, for export and video. Each stage is rebuilt from config.yaml and its checkpoint alone."""
     stage = stage or ws.final_stage()
-    if stage == "coarse":
-        scene, _ = ws.load_scene(device, checkpoint)
-        return scene, stage
-    fine_ws = ws.stage("fine")
-    path = checkpoint or fine_ws.last_checkpoint
-    if not fine_ws.last_checkpoint.is_file() and checkpoint is None:
-        raise CheckpointError(f"{ws.root} has no fine stage ({fine_ws.last_checkpoint} is missing); run dream.py --stage fine first")
-    scene_cfg, data = ws.scene_config(), ws.read_config()
-    if not isinstance(data.get("fine"), dict):
-        raise ConfigError(f"{ws.config_path} has no fine: section, so its fine stage cannot be rebuilt")
-    fine = build(FineConfig, data["fine"], prefix="fine")
-    camera = build(CameraConfig, data.get("camera") or {}, prefix="camera")
-    rep = blank_fine_scene(fine.dmtet, fine.train, scene_cfg.field, Background(scene_cfg.background).to(device),
-                           scene_cfg.field.bound, device, camera.elevation_range)
-    state = load_checkpoint(path, map_location="cpu")
-    try:
-        rep.load_state_dict(state["scene"])
-    except (KeyError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path} does not match the workspace's config.yaml ({type(err).__name__}); "
-                              "pass --checkpoint with one of this run's fine checkpoints, or train again") from None
-    return rep.eval(), stage
+    rep, _ = ws.load_stage(stage, device, checkpoint)
+    return rep, stage
 
 
 def export_dir(ws, stage: str):

@@ -96,17 +96,20 @@ class Trainer:
         self.stage, self.ws, self.device = stage, workspace, torch.device(device)
         self.rep = stage.representation
         self.guidance = guidance
-        # fused: one kernel for every parameter (the same Adam), 4x faster than the per-tensor loop on CPU
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.rep.parameter_groups(), betas=(0.9, 0.99), eps=1e-15, fused=fused)
+        self.optimizer = self._make_optimizer()
         self.base_lr = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # the config's rates
         self.generator = torch.Generator(device="cpu").manual_seed(stage.seed)
         autocast_dtype, needs_scaler = field_autocast(stage.loop.field_precision, self.device)
-        self.rep.autocast_dtype = autocast_dtype
+        self.rep.set_precision(autocast_dtype)
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12) if needs_scaler else None
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # fused: one kernel for every parameter (the same Adam), 4x faster than the per-tensor loop on CPU
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(self.rep.parameter_groups(), betas=(0.9, 0.99), eps=1e-15, fused=fused)
 
     @property
     def scene(self) -> Representation:
@@ -151,6 +154,8 @@ class Trainer:
         state = load_checkpoint(self.ws.last_checkpoint, map_location="cpu")
         try:
             self.rep.load_state_dict(state["scene"])
+            # the representation may hold other tensors now (3D Gaussians: as many as when saved)
+            self.optimizer = self._make_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])
             match_state_shapes(self.optimizer)
             for group in self.optimizer.param_groups:  # the config's rates, e.g. lowered after a non-finite stop
@@ -235,6 +240,7 @@ class Trainer:
                 self.scaler.step(self.optimizer)
             else:
                 self.optimizer.step()
+            self.rep.after_step(out, self.optimizer, self.step + 1)  # densify, prune: may change the parameters
             self.nonfinite_in_a_row = 0
         else:
             self.optimizer.zero_grad(set_to_none=True)

@@ -309,7 +309,7 @@ def test_real_model_recipes_use_dreamfusions_opacity_term_and_a_progressive_grid
 
 
 def test_each_regularizer_term_has_its_weight():
-    from dreamfusion.render.renderer import RenderOutput
+    from dreamfusion.representation import RenderOutput
     from dreamfusion.run_config import TrainConfig
     from dreamfusion.scene import nerf_regularizers as regularizers
 

@@ -55,16 +55,16 @@ def _main(argv: Sequence[str] | None) -> int:
     cfg.validate()
     stage = args.stage or ws.final_stage()
     out = export_dir(ws, stage)
-    if args.mesh or stage == "fine":  # the fine stage is a mesh: its turntable shows the exported file
+    rep = None if args.mesh else load_stage(ws, stage, args.device, args.checkpoint)[0]
+    volume = rep.volume() if rep is not None else None
+    if volume is None:  # a mesh stage (the DMTet) or --mesh: the turntable shows the exported file
         paths = render_turntable(out.video_dir, cfg, mesh=load_exported_mesh(out.mesh_dir), progress=not args.quiet)
     else:
-        scene, _ = load_stage(ws, "coarse", args.device, args.checkpoint)
-        background = None
-        if args.background == "scene":
+        background, scene_background = None, getattr(rep, "background", None)
+        if args.background == "scene" and scene_background is not None:
             # a fresh seeded generator per frame: a random-colour background stays one colour, not a flicker
-            background = lambda dirs: scene.background(dirs[None].to(args.device), torch.Generator().manual_seed(0))[0].cpu()  # noqa: E731
-        paths = render_turntable(out.video_dir, cfg, field=scene.field, bound=scene.field.cfg.bound,
-                                 background=background, progress=not args.quiet)
+            background = lambda dirs: scene_background(dirs[None].to(args.device), torch.Generator().manual_seed(0))[0].cpu()  # noqa: E731
+        paths = render_turntable(out.video_dir, cfg, field=volume, bound=rep.bound, background=background, progress=not args.quiet)
     print(f"wrote {', '.join(p.name for p in paths)} to {out.video_dir}")
     return 0
 

@@ -50,3 +50,20 @@ def surface_points(vertices: torch.Tensor, spread: float, copies: int = 2, gener
 
     jitter = [(random.rand(vertices.shape, generator, vertices.device) * 2 - 1) * spread for _ in range(copies)]
     return torch.cat([vertices, *(vertices + j for j in jitter)])
+
+
+def fit_albedo(colour: torch.nn.Module, points: torch.Tensor, target: torch.Tensor, albedo_range: tuple[float, float],
+               steps: int = 300, lr: float = 1e-2) -> float:
+    """Fit a fresh colour field's albedo at `points` (N, 3) to `target` (N, 3), clamped to
+    `albedo_range` (as the copy's refit): the hand-over from a coarse stage whose colour lives in
+    no field (3D Gaussians). A few hundred full-batch Adam steps; returns the final mean squared error."""
+    wanted = target.detach().float().clamp(*albedo_range)
+    params = [p for p in colour.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=1e-15)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = (colour.albedo(points).float() - wanted).square().mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((colour.albedo(points).float() - wanted).square().mean())

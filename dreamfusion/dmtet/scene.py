@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,13 +23,15 @@ from ..field.nerf import NeRFField
 from ..render.background import Background
 from ..render.colour_gate import AlbedoGrad
 from ..render.mesh_render import choose_rasterizer, render_mesh, vertex_normals
-from ..render.renderer import RenderOutput
-from ..representation import Representation
+from ..representation import RenderOutput, Representation, RepresentationError, Volume
 from .config import DMTetConfig, FineTrainConfig
 from .grid import tet_grid
 from .marching import MarchedMesh, marching_tets, sdf_sign_regularizer
 from .regularizers import (edge_uniformity, laplacian, mesh_adjacency, normal_consistency, normal_variation,
                            unit_face_normals, unseen_face_weights, vertex_weights)
+
+if TYPE_CHECKING:
+    from ..run_config import RunConfig
 
 
 def blur_matrix(n: int, sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -88,6 +90,32 @@ class DMTetScene(nn.Module, Representation):
     @property
     def bound(self) -> float:
         return self._bound
+
+    @classmethod
+    def build(cls, cfg: "RunConfig", device: torch.device | str) -> "DMTetScene":
+        raise RepresentationError("the DMTet stage starts from a previous stage's result (a NeRF or 3D Gaussians), "
+                                  "not from nothing: run the coarse stage first")
+
+    @classmethod
+    def from_previous(cls, previous: Representation, cfg: "RunConfig", device: torch.device | str) -> "DMTetScene":
+        """Magic3D's hand-over from any representation that answers volume queries."""
+        volume = previous.volume()
+        if volume is None or cfg.fine is None:
+            raise RepresentationError(f"the DMTet stage cannot start from a {type(previous).__name__} "
+                                      "(it needs a volume's density and albedo, and a fine: section)")
+        background = getattr(previous, "background", None)
+        background = background if isinstance(background, Background) else Background(cfg.background).to(device)
+        f = cfg.fine
+        return fine_scene_from_coarse(f.dmtet, f.train, volume, background, device, cfg.seed, cfg.camera.elevation_range,
+                                      bound=previous.bound, field_cfg=cfg.field)
+
+    @classmethod
+    def blank(cls, cfg: "RunConfig", device: torch.device | str) -> "DMTetScene":
+        if cfg.fine is None:
+            raise RepresentationError("this run config has no fine: section")
+        f = cfg.fine
+        return blank_fine_scene(f.dmtet, f.train, cfg.field, Background(cfg.background).to(device), cfg.field.bound, device,
+                                cfg.camera.elevation_range)
 
     # ---- geometry --------------------------------------------------------------------------------
     def sdf(self) -> torch.Tensor:
@@ -178,30 +206,37 @@ class EmptySurfaceError(RuntimeError):
     """The DMTet has no surface left to render."""
 
 
-def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse_field: NeRFField, coarse_background: Background,
+def fine_scene_from_coarse(cfg: DMTetConfig, loop: FineTrainConfig, coarse: Volume, coarse_background: Background,
                            device: torch.device | str, seed: int = 0,
-                           camera_elevations: tuple[float, float] | None = None) -> DMTetScene:
+                           camera_elevations: tuple[float, float] | None = None, bound: float | None = None,
+                           field_cfg=None) -> DMTetScene:
     """Magic3D's hand-over: the SDF from the coarse density's cleaned level set, the colour from the
-    coarse albedo network (a copy: the coarse checkpoint stays as it was), or a fresh field."""
+    coarse albedo network (a copy: the coarse checkpoint stays as it was), or a fresh field. A coarse
+    volume that is no NeRF field (3D Gaussians) gives a fresh field (of `field_cfg`) fitted to the
+    colour its renders showed."""
+    from ..render.surface_colour import rendered_albedo
+    from .colour_handover import clamp_albedo_range, fit_albedo, surface_points
     from .init import sdf_from_density
 
-    bound = coarse_field.cfg.bound
-    base = sdf_from_density(coarse_field.eval(), cfg.resolution, bound, cfg.init_close, cfg.init_smooth, solid=cfg.init_solid,
-                            optical_depth=cfg.init_optical_depth)
-    colour = copy.deepcopy(coarse_field) if cfg.texture == "coarse" else NeRFField(coarse_field.cfg, device=device, seed=seed + 1)
+    is_nerf = isinstance(coarse, NeRFField)
+    bound = coarse.cfg.bound if is_nerf else float(bound)
+    base = sdf_from_density(coarse.eval() if is_nerf else coarse, cfg.resolution, bound, cfg.init_close, cfg.init_smooth,
+                            solid=cfg.init_solid, optical_depth=cfg.init_optical_depth)
+    copied = is_nerf and cfg.texture == "coarse"
+    colour = copy.deepcopy(coarse) if copied else NeRFField(coarse.cfg if is_nerf else field_cfg, device=device, seed=seed + 1)
     colour.blob_scale, colour.active_levels = 0.0, None  # the colour field is read for its albedo only
     scene = DMTetScene(cfg, loop, colour.train(), copy.deepcopy(coarse_background), base, bound, device, camera_elevations)
-    if cfg.texture == "coarse" and cfg.texture_range is not None:
-        from ..render.surface_colour import rendered_albedo
-        from .colour_handover import clamp_albedo_range, surface_points
-
+    if cfg.texture == "coarse" and (cfg.texture_range is not None or not is_nerf):
         start = scene.mesh()
         if start.faces.shape[0] > 0:
             gen = torch.Generator().manual_seed(seed)
             points = surface_points(start.vertices.detach(), 0.5 * scene.grid.cell_size, generator=gen)
             # the colour the coarse renders showed there, not the albedo at the fog's skin
-            shown = rendered_albedo(coarse_field.density, coarse_field.albedo, points)
-            clamp_albedo_range(colour, points, *cfg.texture_range, target=shown)
+            shown = rendered_albedo(coarse.density, coarse.albedo, points)
+            if copied:
+                clamp_albedo_range(colour, points, *cfg.texture_range, target=shown)
+            else:
+                fit_albedo(colour, points, shown, cfg.texture_range or (0.0, 1.0))
     return scene
 
 

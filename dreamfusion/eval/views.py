@@ -34,8 +34,11 @@ def render_views(
     elif ws.final_stage() == "fine":
         raise ExportError(f"{ws.root} has a refined stage but no exported mesh; run scripts/export_mesh.py --workspace {ws.root}")
     else:
-        scene, _ = ws.load_scene(device)
-        cache = build_field_cache(scene.field, cfg.cache_resolution, scene.field.cfg.bound)
-        render_one, bound = (lambda cam: render_cache(cache, cam, resolution, resolution)), scene.field.cfg.bound
+        rep, _ = ws.load_stage("coarse", device)
+        volume = rep.volume()
+        if volume is None:
+            raise ExportError(f"{ws.root} has no exported mesh; run scripts/export_mesh.py --workspace {ws.root}")
+        cache = build_field_cache(volume, cfg.cache_resolution, rep.bound)
+        render_one, bound = (lambda cam: render_cache(cache, cam, resolution, resolution)), rep.bound
     frames = list(turntable_frames(render_one, cfg, progress=False, bound=bound))
     return {mode: np.stack([f[mode] for f in frames]) for mode in modes}

@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..utils.capabilities import failure_reason, nvdiffrast_available
 from .background import Background
 from .colour_gate import AlbedoGrad, gate_albedo, per_row
-from .renderer import RenderOutput
+from ..representation import RenderOutput
 from .shading import shade
 
 ColourFn = Callable[[torch.Tensor], torch.Tensor]  # world points (N, 3) -> albedo (N, 3) in [0, 1]

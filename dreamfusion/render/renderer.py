@@ -18,6 +18,7 @@ from torch import nn
 from ..cameras import Cameras, generate_rays
 from ..config import ConfigError, require_positive
 from ..field.nerf import NeRFField, NormalType
+from ..representation import RenderOutput
 from ..utils.capabilities import failure_reason, nerfacc_cuda_available
 from .background import Background
 from .colour_gate import AlbedoGrad, gate_albedo, per_row
@@ -41,23 +42,6 @@ class RenderConfig:
     def validate(self, prefix: str = "") -> None:
         require_positive(prefix, "n_samples", self.n_samples)
         require_positive(prefix, "eval_chunk", self.eval_chunk)
-
-
-@dataclass
-class RenderOutput:
-    rgb: torch.Tensor  # (B, H, W, 3) shaded and composited over the background
-    opacity: torch.Tensor  # (B, H, W, 1)
-    depth: torch.Tensor  # (B, H, W, 1) expected distance along the ray (0 where empty)
-    normal: torch.Tensor  # (B, H, W, 3) composited world normals (zeros where empty)
-    albedo: torch.Tensor  # (B, H, W, 3) composited albedo, unshaded, no background
-    # Per-sample values of a volume render (packed, N samples) for its regularizers; None for a mesh render.
-    weights: torch.Tensor | None = None  # (N,)
-    ray_indices: torch.Tensor | None = None  # (N,) into the flattened B*H*W rays
-    sample_normals: torch.Tensor | None = None  # (N, 3)
-    sample_predicted_normals: torch.Tensor | None = None  # (N, 3)
-    sample_dirs: torch.Tensor | None = None  # (N, 3) unit view directions
-    sample_t: torch.Tensor | None = None  # (N,) distance of each sample along its ray
-    extras: dict = field(default_factory=dict)  # what a representation's own regularizers read (e.g. the mesh)
 
 
 def choose_backend(cfg: RenderConfig, device: torch.device) -> str:
