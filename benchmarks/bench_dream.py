@@ -2,6 +2,7 @@
 """The default run end to end, as a user runs it, against the code and recipe of an earlier commit.
 
     python benchmarks/bench_dream.py [--prompt "a red cube"] [--before dc0f517] [--rounds 1] [--set key=value ...]
+    python benchmarks/bench_dream.py --before . --config configs/toy-gaussians.yaml   # two recipes, one tree
 
 Each round runs `scripts/dream.py --prompt P` (the default config, both stages, exports and
 turntable) twice in subprocesses, one after the other on the same machine: once from a clean
@@ -10,7 +11,8 @@ working tree. Wall time is measured around the whole command (interpreter start,
 loading included); run.json gives each stage's training time and the exports. Both results are
 judged against the true toy object (eval/toy.py: colour dE, genus, surface distance, normal angle),
 so a faster run that got worse shows. The machine is noisy: the ratio of the medians is the figure
-that counts. `--set` passes config overrides to the current tree's run only (a recipe to try).
+that counts. `--set` passes config overrides to the current tree's run only (a recipe to try), and
+`--config` a recipe file to it; `--before .` runs the baseline from this tree too (recipe against recipe).
 Human-readable lines first; the last line is one JSON object.
 """
 from __future__ import annotations
@@ -45,10 +47,11 @@ def export_tree(ref: str, dest: Path) -> Path:
     return dest / "tree"
 
 
-def run_dream(tree: Path, prompt: str, workspace: Path, overrides: list[str]) -> dict:
+def run_dream(tree: Path, prompt: str, workspace: Path, overrides: list[str], config: str | None = None) -> dict:
     """One `dream.py` run from `tree`; its wall time, run.json's timings and the judged mesh."""
+    recipe = ["--config", str(Path(config).resolve())] if config else []
     cmd = [sys.executable, str(tree / "scripts" / "dream.py"), "--prompt", prompt, "--workspace", str(workspace),
-           "--quiet", "guidance.embedding_cache=null", *overrides]
+           "--quiet", *recipe, "guidance.embedding_cache=null", *overrides]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
@@ -78,19 +81,22 @@ def main() -> None:
     p.add_argument("--before", default=BEFORE, help=f"git ref of the code and recipe to compare with (default {BEFORE})")
     p.add_argument("--rounds", type=int, default=1, help="before/now pairs (medians are reported)")
     p.add_argument("--set", nargs="*", default=[], help="config overrides for the current tree's run")
+    p.add_argument("--config", default=None, help="the recipe of the current tree's run (default: dream.py's default)")
     args = p.parse_args()
     runs: dict[str, list[dict]] = {"before": [], "now": []}
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"before": export_tree(args.before, Path(tmp) / "before"), "now": REPO}
+        before = REPO if args.before == "." else export_tree(args.before, Path(tmp) / "before")
+        trees = {"before": before, "now": REPO}
         for r in range(args.rounds):
             for name in ("before", "now"):
                 overrides = args.set if name == "now" else []
-                result = run_dream(trees[name], args.prompt, Path(tmp) / f"ws-{name}-{r}", overrides)
+                config = args.config if name == "now" else None
+                result = run_dream(trees[name], args.prompt, Path(tmp) / f"ws-{name}-{r}", overrides, config)
                 runs[name].append(result)
                 print(f"round {r}, {name}: {result}", flush=True)
     med = {name: statistics.median(x["wall_s"] for x in rs) for name, rs in runs.items()}
     out = {
-        "prompt": args.prompt, "before": args.before, "overrides": args.set, "threads": os.environ.get("OMP_NUM_THREADS"),
+        "prompt": args.prompt, "before": args.before, "config": args.config, "overrides": args.set, "threads": os.environ.get("OMP_NUM_THREADS"),
         "runs": runs, "median_wall_s": med, "speedup": round(med["before"] / med["now"], 2),
         "meets_60s_target": med["now"] <= 60,
     }

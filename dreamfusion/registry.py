@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 REPRESENTATIONS: dict[str, str] = {
     "nerf": "dreamfusion.scene:Scene",  # DreamFusion's coarse stage: hash-grid NeRF, volume rendered
     "dmtet": "dreamfusion.dmtet.scene:DMTetScene",  # Magic3D's fine stage: a textured DMTet mesh
+    "gaussians": "dreamfusion.gaussians.scene:GaussianScene",  # DreamGaussian's: 3D Gaussian splatting
 }
 COARSE_DEFAULT = "nerf"
 FINE_DEFAULT = "dmtet"

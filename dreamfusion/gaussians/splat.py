@@ -1,0 +1,136 @@
+"""A differentiable Gaussian splatting renderer in pure PyTorch (any device; the CPU path).
+
+3DGS's algorithm with its constants: EWA projection of each Gaussian to a 2D one (plus eps2d px²),
+a 3-sigma screen radius, (Gaussian, tile) pairs sorted by tile then depth, and per tile an
+alpha-composite front to back, alpha = min(0.99, o·exp(power)) dropped below 1/255, stopping
+where the transmittance would fall below 1e-4. Gradients reach every parameter through autograd;
+the screen-space means are returned so densification can read their gradient.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..cameras import Cameras, focal_length
+
+ALPHA_MAX = 0.99
+ALPHA_MIN = 1.0 / 255.0
+TRANSMITTANCE_MIN = 1e-4
+
+
+@dataclass
+class Projection:
+    means2d: torch.Tensor  # (B, N, 2) pixel coordinates (x right, y down; pixel centres at +0.5)
+    conics: torch.Tensor  # (B, N, 3) the inverse 2D covariance's (a, b, c): [[a, b], [b, c]]
+    depths: torch.Tensor  # (B, N) distance along the camera's axis
+    radii: torch.Tensor  # (B, N) long, screen radius in pixels; 0: culled (behind, off screen, degenerate)
+
+
+def project(means: torch.Tensor, covs: torch.Tensor, cameras: Cameras, height: int, width: int,
+            near: float = 0.05, eps2d: float = 0.3, opacities: torch.Tensor | None = None) -> Projection:
+    """EWA splatting's projection of Gaussians (N) into every camera (B), OpenGL camera axes.
+
+    The screen radius is 3 sigma, or, given the opacities (N,), where the alpha falls below 1/255
+    (sqrt(2 ln(255 o)) sigma, at most 3.33): no pixel beyond it would be composited anyway."""
+    rot, origin = cameras.c2w[:, :3, :3], cameras.c2w[:, :3, 3]  # (B, 3, 3) camera-to-world, (B, 3)
+    p = torch.einsum("bji,bnj->bni", rot, means[None] - origin[:, None])  # (B, N, 3) camera coordinates
+    f = focal_length(cameras.fovy, height).to(means.dtype).view(-1, 1)  # (B, 1)
+    depth = -p[..., 2]
+    d = depth.clamp_min(near)
+    # the Jacobian at a point clamped to 1.3x the frustum (3DGS): off-screen Gaussians stay finite
+    lim_x, lim_y = 1.3 * 0.5 * width / f, 1.3 * 0.5 * height / f
+    tx, ty = (p[..., 0] / d).clamp(-lim_x, lim_x), (p[..., 1] / d).clamp(-lim_y, lim_y)
+    u = 0.5 * width + f * p[..., 0] / d
+    v = 0.5 * height - f * p[..., 1] / d
+    zero = torch.zeros_like(d)
+    jac = torch.stack([f / d, zero, f * tx / d, zero, -f / d, -f * ty / d], -1).view(*d.shape, 2, 3)
+    t = jac @ rot.transpose(1, 2)[:, None]  # (B, N, 2, 3): world -> screen
+    cov2d = t @ covs[None] @ t.transpose(-1, -2)  # (B, N, 2, 2)
+    a, b, c = cov2d[..., 0, 0] + eps2d, cov2d[..., 0, 1], cov2d[..., 1, 1] + eps2d
+    det = a * c - b * b
+    ok = (depth > near) & (det > 0)
+    inv = 1.0 / torch.where(ok, det, torch.ones_like(det))
+    conics = torch.stack([c * inv, -b * inv, a * inv], -1)
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + (mid * mid - det).clamp_min(0.1).sqrt()
+        sigmas = torch.full_like(d, 3.0) if opacities is None else \
+            torch.sqrt(2.0 * torch.log((opacities.detach() / ALPHA_MIN).clamp_min(1.0)))[None].expand_as(d)
+        radius = torch.ceil(sigmas * lam.clamp_min(0).sqrt())
+        ok = ok & (u + radius > 0) & (u - radius < width) & (v + radius > 0) & (v - radius < height)
+        radii = torch.where(ok, radius, torch.zeros_like(radius)).long()
+    return Projection(torch.stack([u, v], -1), conics, depth, radii)
+
+
+@dataclass
+class PixelPairs:
+    """Every (Gaussian, pixel) pair within the Gaussian's 3-sigma square, sorted by pixel, then by depth."""
+
+    gaussian: torch.Tensor  # (M,) long, flat b·N + n
+    pixel: torch.Tensor  # (M,) long, flat b·H·W + y·W + x
+    x: torch.Tensor  # (M,) pixel centres
+    y: torch.Tensor
+    first: torch.Tensor  # (M,) long, index of the first pair of the same pixel
+
+
+@torch.no_grad()
+def pixel_pairs(proj: Projection, height: int, width: int) -> PixelPairs:
+    """Bin each Gaussian to the pixels its screen radius reaches (3DGS bins to 16-px tiles and then
+    tests each pixel; at these image sizes a tile holds most Gaussians and most of its pixels fail
+    the test, so the pairs are made per pixel), nearest first within each pixel."""
+    B, N = proj.depths.shape
+    u, v = proj.means2d[..., 0].reshape(-1), proj.means2d[..., 1].reshape(-1)
+    r = proj.radii.reshape(-1).to(u.dtype)
+    x0 = torch.ceil(u - r - 0.5).clamp(0, width - 1).long()
+    x1 = torch.floor(u + r - 0.5).clamp(-1, width - 1).long()
+    y0 = torch.ceil(v - r - 0.5).clamp(0, height - 1).long()
+    y1 = torch.floor(v + r - 0.5).clamp(-1, height - 1).long()
+    span = (x1 - x0 + 1).clamp_min(0)
+    count = torch.where(proj.radii.reshape(-1) > 0, span * (y1 - y0 + 1).clamp_min(0), torch.zeros_like(span))
+    ids = count.nonzero().squeeze(1)
+    ids = ids[torch.argsort(proj.depths.reshape(-1)[ids], stable=True)]  # nearest first
+    reps = count[ids]
+    total = int(reps.sum())
+    src = torch.repeat_interleave(ids, reps)
+    offset = torch.arange(total, device=u.device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    px, py = x0[src] + offset % span[src], y0[src] + offset // span[src]
+    pixel = (src // N) * (height * width) + py * width + px
+    order = torch.argsort(pixel, stable=True)  # by pixel; within a pixel the depth order stays
+    src, pixel, px, py = src[order], pixel[order], px[order], py[order]
+    new_run = torch.ones_like(pixel, dtype=torch.bool)
+    new_run[1:] = pixel[1:] != pixel[:-1]
+    starts = new_run.nonzero().squeeze(1)
+    first = starts[torch.cumsum(new_run.long(), 0) - 1]
+    return PixelPairs(src, pixel, px.to(u.dtype) + 0.5, py.to(u.dtype) + 0.5, first)
+
+
+def rasterize(proj: Projection, opacities: torch.Tensor, features: torch.Tensor, height: int,
+              width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, H, W, C) composited features, (B, H, W, 1) alpha) of Gaussians with opacities (N,) and
+    per-camera features (B, N, C), front to back per pixel.
+
+    The transmittance before each pair is exp of its pixel's running sum of log(1 - alpha) (a
+    segmented cumulative product; float64, since the sum runs across every pixel's list)."""
+    B, C = features.shape[0], features.shape[-1]
+    N = opacities.shape[0]
+    pairs = pixel_pairs(proj, height, width)
+    # index_select, not x[idx]: its backward is an index_add, several times faster than index_put's
+    uv = proj.means2d.reshape(-1, 2).index_select(0, pairs.gaussian)
+    con = proj.conics.reshape(-1, 3).index_select(0, pairs.gaussian)
+    dx, dy = pairs.x - uv[:, 0], pairs.y - uv[:, 1]
+    power = -0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) - con[:, 1] * dx * dy
+    alpha = (opacities.index_select(0, pairs.gaussian % N) * torch.exp(power)).clamp(max=ALPHA_MAX)
+    alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+    log_through = torch.log1p(-alpha).double()
+    running = torch.cumsum(log_through, 0)
+    before_run = (running - log_through).index_select(0, pairs.first)  # the sum up to the pixel's first pair
+    log_before = running - log_through - before_run
+    keep = (log_before + log_through >= math.log(TRANSMITTANCE_MIN)).detach()  # early termination: a prefix per pixel
+    weights = alpha * torch.exp(log_before).to(alpha.dtype) * keep
+    rows = B * height * width
+    image = torch.zeros(rows, C, dtype=features.dtype, device=features.device).index_add(
+        0, pairs.pixel, weights[:, None] * features.reshape(-1, C).index_select(0, pairs.gaussian))
+    acc = torch.zeros(rows, dtype=alpha.dtype, device=alpha.device).index_add(0, pairs.pixel, weights)
+    return image.view(B, height, width, C), acc.view(B, height, width, 1)
