@@ -66,20 +66,34 @@ def project(means: torch.Tensor, covs: torch.Tensor, cameras: Cameras, height: i
 
 @dataclass
 class PixelPairs:
-    """Every (Gaussian, pixel) pair within the Gaussian's 3-sigma square, sorted by pixel, then by depth."""
+    """(Gaussian, pixel) pairs sorted by pixel, then by depth."""
 
     gaussian: torch.Tensor  # (M,) long, flat b·N + n
     pixel: torch.Tensor  # (M,) long, flat b·H·W + y·W + x
-    x: torch.Tensor  # (M,) pixel centres
-    y: torch.Tensor
-    first: torch.Tensor  # (M,) long, index of the first pair of the same pixel
+    width: int
+    height: int
+
+    def centres(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M,) x and (M,) y of each pair's pixel centre."""
+        inner = self.pixel % (self.height * self.width)
+        return (inner % self.width).to(dtype) + 0.5, (inner // self.width).to(dtype) + 0.5
+
+    def first(self) -> torch.Tensor:
+        """(M,) long: the index of the first pair of each pair's pixel."""
+        new_run = torch.ones_like(self.pixel, dtype=torch.bool)
+        new_run[1:] = self.pixel[1:] != self.pixel[:-1]
+        return new_run.nonzero().squeeze(1)[torch.cumsum(new_run.long(), 0) - 1]
+
+    def select(self, mask: torch.Tensor) -> "PixelPairs":
+        keep = mask.nonzero().squeeze(1)
+        return PixelPairs(self.gaussian.index_select(0, keep), self.pixel.index_select(0, keep), self.width, self.height)
 
 
 @torch.no_grad()
 def pixel_pairs(proj: Projection, height: int, width: int) -> PixelPairs:
-    """Bin each Gaussian to the pixels its screen radius reaches (3DGS bins to 16-px tiles and then
-    tests each pixel; at these image sizes a tile holds most Gaussians and most of its pixels fail
-    the test, so the pairs are made per pixel), nearest first within each pixel."""
+    """Every pixel each Gaussian's screen radius reaches, nearest Gaussian first within each pixel.
+    3DGS bins to 16-px tiles and then tests each pixel; at these image sizes a tile holds most
+    Gaussians and most of its pixels fail the test, so the bins are single pixels."""
     B, N = proj.depths.shape
     u, v = proj.means2d[..., 0].reshape(-1), proj.means2d[..., 1].reshape(-1)
     r = proj.radii.reshape(-1).to(u.dtype)
@@ -93,17 +107,34 @@ def pixel_pairs(proj: Projection, height: int, width: int) -> PixelPairs:
     ids = ids[torch.argsort(proj.depths.reshape(-1)[ids], stable=True)]  # nearest first
     reps = count[ids]
     total = int(reps.sum())
-    src = torch.repeat_interleave(ids, reps)
-    offset = torch.arange(total, device=u.device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
-    px, py = x0[src] + offset % span[src], y0[src] + offset // span[src]
-    pixel = (src // N) * (height * width) + py * width + px
-    order = torch.argsort(pixel, stable=True)  # by pixel; within a pixel the depth order stays
-    src, pixel, px, py = src[order], pixel[order], px[order], py[order]
-    new_run = torch.ones_like(pixel, dtype=torch.bool)
-    new_run[1:] = pixel[1:] != pixel[:-1]
-    starts = new_run.nonzero().squeeze(1)
-    first = starts[torch.cumsum(new_run.long(), 0) - 1]
-    return PixelPairs(src, pixel, px.to(u.dtype) + 0.5, py.to(u.dtype) + 0.5, first)
+    # per Gaussian: its image's first pixel row, its box's corner and width, gathered once per pair
+    corner = (ids // N) * (height * width) + y0[ids] * width + x0[ids]
+    per_pair = torch.repeat_interleave(torch.stack([ids, corner, span[ids], torch.cumsum(reps, 0) - reps], 1), reps, dim=0)
+    offset = torch.arange(total, device=u.device) - per_pair[:, 3]
+    dy, dx = offset // per_pair[:, 2], offset % per_pair[:, 2]
+    pixel = per_pair[:, 1] + dy * width + dx
+    pixel, order = torch.sort(pixel, stable=True)  # by pixel; within a pixel the depth order stays
+    return PixelPairs(per_pair[:, 0].index_select(0, order), pixel, width, height)
+
+
+def pair_alpha(proj: Projection, opacities: torch.Tensor, pairs: PixelPairs) -> torch.Tensor:
+    """(M,) each pair's alpha: min(0.99, o·exp(power)), 0 where power > 0 or below 1/255."""
+    # index_select, not x[idx]: its backward is an index_add, several times faster than index_put's
+    uv = proj.means2d.reshape(-1, 2).index_select(0, pairs.gaussian)
+    con = proj.conics.reshape(-1, 3).index_select(0, pairs.gaussian)
+    x, y = pairs.centres(uv.dtype)
+    dx, dy = x - uv[:, 0], y - uv[:, 1]
+    power = -0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) - con[:, 1] * dx * dy
+    alpha = (opacities.index_select(0, pairs.gaussian % opacities.shape[0]) * torch.exp(power)).clamp(max=ALPHA_MAX)
+    return torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+
+
+def transmittance_before(alpha: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log transmittance before each pair, log(1 - alpha)) along each pixel's list: a segmented
+    cumulative product as a running sum of logs (float64: the sum runs across every pixel's list)."""
+    log_through = torch.log1p(-alpha).double()
+    running = torch.cumsum(log_through, 0) - log_through
+    return running - running.index_select(0, first), log_through
 
 
 def rasterize(proj: Projection, opacities: torch.Tensor, features: torch.Tensor, height: int,
@@ -111,24 +142,18 @@ def rasterize(proj: Projection, opacities: torch.Tensor, features: torch.Tensor,
     """((B, H, W, C) composited features, (B, H, W, 1) alpha) of Gaussians with opacities (N,) and
     per-camera features (B, N, C), front to back per pixel.
 
-    The transmittance before each pair is exp of its pixel's running sum of log(1 - alpha) (a
-    segmented cumulative product; float64, since the sum runs across every pixel's list)."""
+    A first pass without gradients keeps the pairs that are composited: visible (alpha >= 1/255)
+    and in front of where the pixel's transmittance falls below 1e-4 (3DGS's early termination);
+    only those go through the differentiable pass (behind an opaque surface that is most of them)."""
     B, C = features.shape[0], features.shape[-1]
-    N = opacities.shape[0]
     pairs = pixel_pairs(proj, height, width)
-    # index_select, not x[idx]: its backward is an index_add, several times faster than index_put's
-    uv = proj.means2d.reshape(-1, 2).index_select(0, pairs.gaussian)
-    con = proj.conics.reshape(-1, 3).index_select(0, pairs.gaussian)
-    dx, dy = pairs.x - uv[:, 0], pairs.y - uv[:, 1]
-    power = -0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) - con[:, 1] * dx * dy
-    alpha = (opacities.index_select(0, pairs.gaussian % N) * torch.exp(power)).clamp(max=ALPHA_MAX)
-    alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-    log_through = torch.log1p(-alpha).double()
-    running = torch.cumsum(log_through, 0)
-    before_run = (running - log_through).index_select(0, pairs.first)  # the sum up to the pixel's first pair
-    log_before = running - log_through - before_run
-    keep = (log_before + log_through >= math.log(TRANSMITTANCE_MIN)).detach()  # early termination: a prefix per pixel
-    weights = alpha * torch.exp(log_before).to(alpha.dtype) * keep
+    with torch.no_grad():
+        alpha = pair_alpha(proj, opacities, pairs)
+        log_before, log_through = transmittance_before(alpha, pairs.first())
+        pairs = pairs.select((alpha > 0) & (log_before + log_through >= math.log(TRANSMITTANCE_MIN)))
+    alpha = pair_alpha(proj, opacities, pairs)
+    log_before, _ = transmittance_before(alpha, pairs.first())
+    weights = alpha * torch.exp(log_before).to(alpha.dtype)
     rows = B * height * width
     image = torch.zeros(rows, C, dtype=features.dtype, device=features.device).index_add(
         0, pairs.pixel, weights[:, None] * features.reshape(-1, C).index_select(0, pairs.gaussian))
