@@ -17,6 +17,7 @@ registry (registry.py), so a new representation is one package and one registry 
     terms = rep.regularizers(out)                   # unweighted; weighted by the stage's lambda_<name>
     rep.after_step(out, optimizer, step)            # after the optimizer's step: densify, prune (may swap parameters)
     rep.state_dict() / rep.load_state_dict(state)   # one layout on every device and backend
+    rep.metrics()                                   # its own figures for the metrics line
     rep.volume()                                    # density and albedo queries (hand-over, field turntable), or None
     rep.export_mesh(out_dir, export_cfg)            # textured mesh files
 """
@@ -163,6 +164,10 @@ class Representation(ABC):
 
     def eval(self) -> "Representation":
         return self.train(False)
+
+    def metrics(self) -> dict[str, float]:
+        """Figures of the representation itself for each step's metrics line (e.g. the Gaussians' count)."""
+        return {}
 
     def volume(self) -> Volume | None:
         """The representation as density and albedo queries, or None when it is no volume (a mesh)."""

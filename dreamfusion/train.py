@@ -255,6 +255,7 @@ class Trainer:
             **({"samples": out.weights.numel()} if out.weights is not None else {}), "skipped_nonfinite": self.nonfinite_total,
             **{f"reg_{k}": v for k, v in zip(terms, scalars[6:])},
             **{f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups},
+            **self.rep.metrics(),
             "seconds": time.perf_counter() - start,
         }
         if self.nonfinite_in_a_row >= t.max_nonfinite_in_a_row:

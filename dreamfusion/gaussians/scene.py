@@ -163,6 +163,9 @@ class GaussianScene(nn.Module, Representation):
         self.last_round = counts
         return counts
 
+    def metrics(self) -> dict[str, float]:
+        return {"gaussians": self.count}
+
     # ---- state and export -------------------------------------------------------------------------------
     def load_state_dict(self, state: dict[str, Any], strict: bool = True):
         """Resizes the parameters to the checkpoint's count first (it changes with densification)."""
