@@ -244,3 +244,12 @@ def test_the_gaussian_recipe_runs_end_to_end_and_refines_as_a_mesh(tmp_path):
     assert run_cli(module.main, ["--workspace", str(ws), "--stage", "coarse", "--resolution", "48",
                                  "--texture-size", "32", "--quiet"], prog="export_mesh") == 0
     assert (ws / "coarse" / "mesh" / "model.obj").is_file()
+
+
+def test_gaussians_out_of_view_render_nothing_and_train_nothing():
+    cams = one_camera(distance=2.0)
+    means = torch.tensor([[5.0, 0.0, 0.0], [0.0, 4.0, 0.0]], requires_grad=True)  # behind the camera, off screen
+    image, alpha = rasterize(project(means, torch.eye(3)[None].repeat(2, 1, 1) * 0.01, cams, 8, 8),
+                             torch.tensor([0.5, 0.5]), torch.ones(1, 2, 3), 8, 8)
+    (image.sum() + alpha.sum()).backward()
+    assert float(alpha.detach().abs().sum()) == 0.0 and torch.equal(means.grad, torch.zeros(2, 3))

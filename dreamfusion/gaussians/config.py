@@ -14,7 +14,7 @@ class GaussianConfig:
     init_radius: float = 0.5
     init_scale: float = 0.04  # world units, every axis
     init_opacity: float = 0.1
-    init_albedo: float = 0.5
+    init_albedo: float = 0.8  # light: the prior darkens colours readily and lightens them slowly (at 0.5 yellow came out olive)
     # ---- learning rates (Adam), scaled by the stage's train.lr_scale schedule ----
     lr_position: float = 1e-3
     lr_scale: float = 5e-3  # of the log-scales

@@ -6,6 +6,8 @@ distance as extra channels, over the scene's background. After each step the vie
 of the screen means is accumulated, and every `densify_every` steps the Gaussians are cloned,
 split and pruned (densify.py), swapping the parameters in the optimizer. The whole state, the
 gradient statistics included, is the checkpoint, so a resumed run matches an uninterrupted one.
+The Gaussians live in the run's box (field.bound); set_precision is accepted and ignored (the
+splatting stays in fp32: its transmittance is a running product).
 """
 from __future__ import annotations
 

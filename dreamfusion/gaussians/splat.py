@@ -1,10 +1,11 @@
 """A differentiable Gaussian splatting renderer in pure PyTorch (any device; the CPU path).
 
 3DGS's algorithm with its constants: EWA projection of each Gaussian to a 2D one (plus eps2d px²),
-a 3-sigma screen radius, (Gaussian, tile) pairs sorted by tile then depth, and per tile an
-alpha-composite front to back, alpha = min(0.99, o·exp(power)) dropped below 1/255, stopping
-where the transmittance would fall below 1e-4. Gradients reach every parameter through autograd;
-the screen-space means are returned so densification can read their gradient.
+a screen radius, (Gaussian, pixel) pairs sorted by pixel then depth (3DGS's tiles are single
+pixels here: pixel_pairs says why), and per pixel an alpha-composite front to back,
+alpha = min(0.99, o·exp(power)) dropped below 1/255, stopping where the transmittance would fall
+below 1e-4. Gradients reach every parameter through autograd; the screen-space means are
+returned so densification can read their gradient.
 """
 from __future__ import annotations
 
