@@ -32,12 +32,12 @@ def representation_class(name: str) -> type["Representation"]:
     return getattr(import_module(module), cls)
 
 
-def representation_options(section: Mapping[str, Any] | str | None, prefix: str = "representation") -> tuple[type["Representation"], Any]:
-    """(class, its options) of a config's representation section: `{type: NAME, ...options}` (or
-    just NAME), the options built strictly into the class's `options_type` (an unknown key stops
+def representation_options(section: Mapping[str, Any] | None, prefix: str = "representation") -> tuple[type["Representation"], Any]:
+    """(class, its options) of a config's representation section, `{type: NAME, ...options}` (the
+    run config turns a bare NAME into that), the options built strictly into the class's `options_type` (an unknown key stops
     the run naming the nearest one). A representation without options (the NeRF, whose settings
     are the top-level field/render/background sections) refuses any."""
-    data = {"type": section} if isinstance(section, str) else dict(section or {})
+    data = dict(section or {})
     name = data.pop("type", COARSE_DEFAULT)
     cls = representation_class(name)
     if cls.options_type is None:

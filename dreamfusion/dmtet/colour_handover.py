@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from ..utils import random
+
 
 @torch.no_grad()
 def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float, high: float, ridge: float = 1e-3,
@@ -46,8 +48,6 @@ def clamp_albedo_range(colour: torch.nn.Module, points: torch.Tensor, low: float
 def surface_points(vertices: torch.Tensor, spread: float, copies: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
     """The surface's vertices (V, 3) and `copies` jittered copies within `spread` of them: where the
     fine stage reads its texture, and where it will move the surface."""
-    from ..utils import random
-
     jitter = [(random.rand(vertices.shape, generator, vertices.device) * 2 - 1) * spread for _ in range(copies)]
     return torch.cat([vertices, *(vertices + j for j in jitter)])
 
@@ -59,8 +59,6 @@ def fit_albedo(colour: torch.nn.Module, points: torch.Tensor, target: torch.Tens
     no field (3D Gaussians). Full-batch Adam on at most `max_points` of the points (a seeded draw;
     a colour field is smooth, and all 40,000 cost 10 s); returns the mean squared error on all."""
     wanted = target.detach().float().clamp(*albedo_range)
-    from ..utils import random
-
     pick = random.rand((points.shape[0],), torch.Generator().manual_seed(seed)).argsort()[:max_points].to(points.device)
     fit_points, fit_wanted = points[pick], wanted[pick]
     params = [p for p in colour.parameters() if p.requires_grad]

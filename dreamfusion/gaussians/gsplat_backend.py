@@ -50,7 +50,7 @@ def render_gsplat(means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Te
     ks = torch.zeros(B, 3, 3, dtype=means.dtype, device=means.device)
     ks[:, 0, 0], ks[:, 1, 1], ks[:, 0, 2], ks[:, 1, 2], ks[:, 2, 2] = f, f, 0.5 * width, 0.5 * height, 1.0
     colours, alphas, meta = rasterization(means, torch.nn.functional.normalize(quats, dim=-1), log_scales.exp(), opacities,
-                                          features.expand(B, -1, -1), viewmats, ks, width, height, near_plane=near,
+                                          features, viewmats, ks, width, height, near_plane=near,
                                           eps2d=eps2d, packed=False, tile_size=tile, render_mode="RGB")
     radii = meta["radii"]
     if radii.dim() == 3:  # gsplat >= 1.5: per-axis radii

@@ -71,7 +71,7 @@ class GaussianScene(nn.Module, Representation):
     # ---- construction ----------------------------------------------------------------------------------
     @classmethod
     def build(cls, cfg: "RunConfig", device: torch.device | str) -> "GaussianScene":
-        """DreamGaussian's start: random points in a ball, small, faint and grey."""
+        """DreamGaussian's start: random points in a ball, small, faint and alike (init_albedo)."""
         _, opts = cfg.representation_options()
         gen = torch.Generator().manual_seed(cfg.seed)
         params = random_ball(opts.num_points, opts.init_radius, opts.init_scale, opts.init_opacity, opts.init_albedo, gen, device)
@@ -84,9 +84,6 @@ class GaussianScene(nn.Module, Representation):
     @property
     def count(self) -> int:
         return self.means.shape[0]
-
-    def params(self) -> GaussianParams:
-        return GaussianParams(*(getattr(self, name) for name in FIELDS))
 
     # ---- training -----------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

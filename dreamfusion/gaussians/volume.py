@@ -52,8 +52,8 @@ class GaussianVolume:
                 flat = torch.where(inside, flat, torch.zeros_like(flat)).view(-1)
                 density.index_add_(0, flat, value.view(-1))
                 coloured.index_add_(0, flat, (value[..., None] * albedo[chunk, None].float()).view(-1, 3))
-        self.grid = density.view(1, 1, r, r, r)
         self.coloured = torch.cat([density[None], coloured.T]).reshape(1, 4, r, r, r)  # σ and σ·albedo
+        self.grid = self.coloured[:, :1]  # σ alone (a view)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) volume density at world points (N, 3) (trilinear on the grid; 0 outside the box)."""
