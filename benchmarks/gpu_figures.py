@@ -5,7 +5,7 @@
    render upsampled to 512x512 into the VAE, CFG batch of 2, backward into the render.
 2. Hash-grid field forward+backward samples/s (16 levels, 2^19 table, as the real-model recipes):
    the PyTorch grid, and tinycudann's when it passes its probe, on the same points.
-3. Wall time of a 1,000-step toy run (configs/toy.yaml with a tiny random prior standing in for the
+3. Wall time of a 1,000-step toy run (the default recipe, configs/toy-gaussians.yaml, with a tiny random prior standing in for the
    bundled one's weights when --prior is not given), export and video included.
 Human-readable lines first; the last line is one JSON object of the figures.
 Usage: python benchmarks/gpu_figures.py [--prior assets/toy_prior] [--toy-steps 1000]

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Where a training step of the default run spends its time, stage by stage.
 
-    python benchmarks/profile_step.py [--prompt "a red cube"] [--warmup 150] [--steps 30] [--threads 2]
+    python benchmarks/profile_step.py [--prompt "a red cube"] [--config configs/toy.yaml] [--warmup 150]
+        [--steps 30] [--threads 2]
 
-The default recipe (configs/toy.yaml, the bundled prior) in this process: the coarse NeRF runs
-`--warmup` steps (past the ambient-only start and the occupancy warm-up), then `--steps` steps are
-timed; the fine DMTet starts from that NeRF and is timed the same way. Each phase is timed
+A recipe (default: the default one, 3D Gaussians then the DMTet, on the bundled prior) in this
+process: the coarse stage runs `--warmup` steps (past the ambient-only start, the NeRF's occupancy
+warm-up and the Gaussians' first densifications), then `--steps` steps are timed; the fine DMTet
+starts from the coarse result and is timed the same way. Each phase is timed
 inclusively (a phase inside another counts in both) by wrapping the function that does it; the
 backward pass is one phase. A few more steps then run under torch.profiler, whose heaviest
 operators (forward and backward together, by self time) say what inside the phases costs.
@@ -97,10 +99,14 @@ def phases(timer: PhaseTimer, targets: list[tuple[Any, str, str]]) -> Iterator[P
 
 
 def coarse_targets(trainer: Trainer) -> list[tuple[Any, str, str]]:
+    from dreamfusion.gaussians.scene import GaussianScene
+
+    rep = trainer.rep
+    if isinstance(rep, GaussianScene):
+        return gaussian_targets(trainer)
     from dreamfusion.field import encoding, nerf
     from dreamfusion.render import renderer
 
-    rep = trainer.rep
     return [
         (rep, "prepare_step", "occupancy refresh"),
         (rep, "render", "render (forward)"),
@@ -113,6 +119,24 @@ def coarse_targets(trainer: Trainer) -> list[tuple[Any, str, str]]:
         (rep, "regularizers", "regularizers"),
         (torch.Tensor, "backward", "backward"),
         (trainer.optimizer, "step", "optimizer step"),
+    ]
+
+
+def gaussian_targets(trainer: Trainer) -> list[tuple[Any, str, str]]:
+    from dreamfusion.gaussians import scene, splat
+
+    rep = trainer.rep
+    return [
+        (rep, "render", "render (forward)"),
+        (scene, "project", "  projection (EWA)"),
+        (scene, "rasterize", "  rasterize"),
+        (splat, "pixel_pairs", "    (Gaussian, pixel) pairs"),
+        (splat, "pair_alpha", "    pair alphas"),
+        (trainer, "guidance", "prior forward + SDS"),
+        (rep, "regularizers", "regularizers"),
+        (torch.Tensor, "backward", "backward"),
+        (trainer.optimizer, "step", "optimizer step"),
+        (rep, "after_step", "densification statistics and rounds"),
     ]
 
 
@@ -168,6 +192,7 @@ def print_table(title: str, ms: dict[str, float], ops: list[tuple[str, float]]) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompt", default="a red cube")
+    p.add_argument("--config", default=None, help="the recipe (default: the default one)")
     p.add_argument("--warmup", type=int, default=150, help="coarse steps before timing")
     p.add_argument("--steps", type=int, default=30, help="timed steps per stage")
     p.add_argument("--threads", type=int, default=None)
@@ -176,9 +201,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = ["guidance.embedding_cache=null", "train.validation_every=100000", "fine.train.validation_every=100000", *args.set]
-    cfg = load_run_config(None, overrides, {"prompt": args.prompt})
+    cfg = load_run_config(args.config, overrides, {"prompt": args.prompt})
     device = torch.device("cpu")
-    out: dict[str, Any] = {"threads": torch.get_num_threads(), "prompt": args.prompt, "overrides": args.set}
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "prompt": args.prompt, "config": args.config, "overrides": args.set}
     with tempfile.TemporaryDirectory() as tmp:
         guidance = make_guidance(cfg.guidance, device)
         guidance.prepare(cfg.prompt)
@@ -187,7 +212,7 @@ def main() -> None:
             coarse.train_step()
         out["coarse_ms"] = timed_steps(coarse, args.steps, coarse_targets)
         out["coarse_ops_ms"] = heaviest_operators(coarse, max(5, args.steps // 3))
-        print_table("coarse NeRF step", out["coarse_ms"], out["coarse_ops_ms"])
+        print_table(f"coarse {cfg.representation['type']} step", out["coarse_ms"], out["coarse_ops_ms"])
         start = time.perf_counter()
         fine = Trainer(fine_stage(cfg, device, coarse.rep), Workspace(Path(tmp) / "fine"), device,
                        stage_guidance(guidance, cfg, device))
@@ -197,7 +222,7 @@ def main() -> None:
         out["fine_ms"] = timed_steps(fine, args.steps, fine_targets)
         out["fine_ops_ms"] = heaviest_operators(fine, max(5, args.steps // 3))
         print_table("fine DMTet step", out["fine_ms"], out["fine_ops_ms"])
-        print(f"\nhand-over (coarse NeRF -> DMTet): {out['hand_over_s']} s")
+        print(f"\nhand-over (coarse {cfg.representation['type']} -> DMTet): {out['hand_over_s']} s")
     print(json.dumps(out))
 
 

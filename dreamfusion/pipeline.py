@@ -87,7 +87,7 @@ def plan_stages(req: RunRequest, cfg: RunConfig) -> tuple[str, ...]:
         raise ConfigError(f"--stage must be coarse, fine or all, got {stage!r}")
     if stage != "coarse" and cfg.fine is None:
         raise ConfigError(f"--stage {stage}: the config has no fine: section to refine with "
-                          "(configs/toy.yaml and configs/magic3d-sd.yaml have one)")
+                          "(the toy recipes and configs/magic3d-sd.yaml have one)")
     if req.source and stage == "coarse":
         raise ConfigError("--from refines a coarse run: it goes with --stage fine (or no --stage)")
     return ("coarse", "fine") if stage == "all" and not req.source else (stage if stage != "all" else "fine",)

@@ -43,6 +43,6 @@ def representation_options(section: Mapping[str, Any] | None, prefix: str = "rep
     if cls.options_type is None:
         if data:
             raise ConfigError(f"{prefix} '{name}' takes no options ({', '.join(map(str, data))}); "
-                              "its settings are the config's own sections")
+                              f"its settings are the config's own sections (to switch to it, replace the whole section: {prefix}={name})")
         return cls, None
     return cls, build(cls.options_type, data, prefix=prefix)

@@ -51,11 +51,15 @@ def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def match_state_shapes(optimizer: torch.optim.Optimizer) -> None:
     """Reshape optimizer moments saved for a parameter of another layout but the same size (a hash
-    table saved flat by tinycudann, resumed on the PyTorch grid, or back)."""
+    table saved flat by tinycudann, resumed on the PyTorch grid, or back). Moments of another size
+    raise ValueError: Adam would not check, and a representation that takes its size from the
+    checkpoint (3D Gaussians) must not resume with another's moments."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape and value.numel() == p.numel():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                    if value.numel() != p.numel():
+                        raise ValueError(f"optimizer {key} of shape {tuple(value.shape)} for a parameter of shape {tuple(p.shape)}")
                     optimizer.state[p][key] = value.reshape(p.shape)
 
 

@@ -7,6 +7,7 @@ from dreamfusion.run_config import load_run_config
 from dreamfusion.stages import coarse_stage
 from dreamfusion.train import Trainer
 from dreamfusion.workspace import Workspace
+from small_runs import NERF_CONFIG
 
 # Albedo renders only (the warm-up), at test size, with the bundled prior.
 SMALL = ["train.resolution=16", "train.batch_size=2", "render.n_samples=16", "train.ambient_only_steps=10",
@@ -14,7 +15,7 @@ SMALL = ["train.resolution=16", "train.batch_size=2", "render.n_samples=16", "tr
 
 
 def _steps(tmp_path, gate: str, steps: int = 3):
-    cfg = load_run_config(None, [*SMALL, f"train.colour_t_max={gate}"], {"prompt": "a red cube", "seed": 0})
+    cfg = load_run_config(NERF_CONFIG, [*SMALL, f"train.colour_t_max={gate}"], {"prompt": "a red cube", "seed": 0})
     guidance = make_guidance(cfg.guidance, "cpu")
     guidance.prepare(cfg.prompt)
     trainer = Trainer(coarse_stage(cfg, "cpu"), Workspace(tmp_path), "cpu", guidance)

@@ -334,7 +334,7 @@ def _trainer(tmp_path, *overrides):
     from dreamfusion.workspace import Workspace
 
     prior = save_tiny_pixel_model(tmp_path / "prior", sample_size=16, camera=True)
-    cfg = load_run_config(None, [f"guidance.model={prior}", "guidance.embedding_cache=null", "train.resolution=16",
+    cfg = load_run_config(REPO / "configs" / "toy.yaml", [f"guidance.model={prior}", "guidance.embedding_cache=null", "train.resolution=16",
                                  "train.batch_size=1", "render.n_samples=16", "field.encoding.n_levels=4",
                                  "field.encoding.log2_hashmap_size=12", "train.ambient_only_steps=0", *overrides],
                           {"prompt": "a red cube"})

@@ -8,7 +8,7 @@ import torch
 
 from dreamfusion.cli.errors import run_cli
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
-from small_runs import FINE_SMALL
+from small_runs import NERF_CONFIG, small_run
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("dream_script", REPO / "scripts" / "dream.py")
@@ -22,12 +22,8 @@ def tiny_prior(tmp_path_factory):
 
 
 def small(prior, steps, *extra):
-    return [
-        f"guidance.model={prior}", "guidance.embedding_cache=null", f"train.steps={steps}", "train.batch_size=1",
-        "train.resolution=16", "render.n_samples=16", "train.validation_every=4", "train.checkpoint_every=4",
-        "train.ambient_only_steps=2", "export.mesh_resolution=48", "export.texture_size=32",
-        "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL, *extra,
-    ]
+    """The default recipe (3D Gaussians, then the DMTet) at test sizes."""
+    return small_run(prior, steps, *extra)
 
 
 def run(argv):
@@ -42,7 +38,7 @@ def test_short_run_writes_every_artifact(tiny_prior, tmp_path):
     assert sorted(p.name for p in (ws / "validation").iterdir()) == ["step_000004.png", "step_000008.png"]
     lines = [json.loads(l) for l in (ws / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(1, 9))
-    assert {"loss", "sds", "t", "lr_encoding", "seconds"} <= set(lines[0])
+    assert {"loss", "sds", "t", "lr_albedo", "lr_position", "gaussians", "seconds"} <= set(lines[0])  # the Gaussians' own figures
     assert (ws / "video").is_dir() and any((ws / "video").glob("*.mp4"))
     assert (ws / "mesh" / "model.obj").is_file()  # exit 0 promises an asset (a run without a mesh exits 1)
     # both stages: the fine stage's own folder, the coarse mesh kept beside the result, the summary and the page
@@ -65,9 +61,9 @@ def test_resume_matches_an_uninterrupted_run(tiny_prior, tmp_path):
     mb = (b / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in lines]  # noqa: E731
     assert strip(ma) == strip(mb)
-    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["scene"]["field"]
-    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["scene"]["field"]
-    assert sa.keys() == sb.keys()
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["scene"]
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["scene"]
+    assert sa.keys() == sb.keys() and "means" in sa
     assert all(torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k] for k in sa)
 
 
@@ -100,7 +96,7 @@ def test_turntable_shows_the_exported_mesh_when_there_is_one(tmp_path, capsys, o
     from dreamfusion.scene import build_scene
     from dreamfusion.workspace import Workspace
 
-    cfg = load_run_config(None, ["export.mesh_resolution=32", "export.texture_size=32", "export.video_frames=2",
+    cfg = load_run_config(NERF_CONFIG, ["export.mesh_resolution=32", "export.texture_size=32", "export.video_frames=2",
                                  "export.video_resolution=32", *overrides])
     from dreamfusion.pipeline import export_results
 
@@ -118,7 +114,7 @@ def test_lr_scale_decays_every_rate_of_both_stages(tiny_prior, tmp_path):
     decay = ["train.lr_scale={start: 1.0, end: 0.1, begin: 2, finish: 6}", "fine.train.lr_scale={start: 0.5, end: 0.5}"]
     assert run(["--prompt", "a red cube", "--workspace", str(ws), "--quiet", "--no-export", *small(tiny_prior, 8, *decay)]) == 0
     coarse = [json.loads(l) for l in (ws / "metrics.jsonl").read_text().splitlines()]
-    rates = [m["lr_encoding"] / 0.01 for m in coarse]  # the default train.lr_encoding
+    rates = [m["lr_albedo"] / 0.1 for m in coarse]  # the default recipe's representation.lr_albedo
     assert rates[:3] == pytest.approx([1.0, 1.0, 1.0]) and rates[4] == pytest.approx(0.55) and rates[6:] == pytest.approx([0.1, 0.1])
     fine = [json.loads(l) for l in (ws / "fine" / "metrics.jsonl").read_text().splitlines()]
     assert all(m["lr_texture"] == pytest.approx(0.5e-3) and m["lr_sdf"] == pytest.approx(0.5e-3) for m in fine)

@@ -12,7 +12,7 @@ from dreamfusion.eval.suites import toy_prompts
 from dreamfusion.guidance.tiny import save_tiny_pixel_model, tiny_tokenizer
 from dreamfusion.scene import SceneConfig, build_scene
 from dreamfusion.workspace import save_scene_workspace
-from small_runs import FINE_SMALL
+from small_runs import FINE_SMALL, GAUSSIANS_SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
@@ -135,7 +135,7 @@ def test_toy_suite_runs_two_prompts_then_reuses_them(tmp_path):
     small = [f"guidance.model={prior}", "guidance.embedding_cache=null", "train.steps=3", "train.batch_size=1",
              "train.resolution=16", "render.n_samples=16", "train.validation_every=3", "train.checkpoint_every=3",
              "train.ambient_only_steps=1", "export.mesh_resolution=32", "export.texture_size=32",
-             "export.video_frames=2", "export.video_resolution=32", *FINE_SMALL]
+             "export.video_frames=2", "export.video_resolution=32", *GAUSSIANS_SMALL, *FINE_SMALL]
     out = tmp_path / "eval"
     argv = ["--suite", "toy", "--prompts", "a red cube,a blue marked cube", "--out", str(out), "--quiet", *small]
     assert run([*argv, "--jobs", "2"]) == 0  # two runs side by side

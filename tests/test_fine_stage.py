@@ -28,7 +28,7 @@ from dreamfusion.render.background import Background, BackgroundConfig
 from dreamfusion.render.mesh_render import render_mesh
 
 from analytic_fields import AnalyticField
-from small_runs import small_run
+from small_runs import nerf_small_run, small_run
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("fine_dream", REPO / "scripts" / "dream.py")
@@ -375,13 +375,13 @@ def test_bad_from_is_refused_with_one_line_and_nothing_written(prior, tmp_path, 
         (source / "notes.txt").write_text("not a run")
     elif case == "no-surface":
         assert run(["--prompt", PROMPT, "--workspace", str(source), "--quiet", "--stage", "coarse", "--no-export",
-                    *small(prior, 4, "field.blob=none")]) == 0
+                    *small(prior, 4, "representation.init_opacity=0.001")]) == 0  # Gaussians too faint to see
     elif case == "no-fine-section":
         extra = ["--config", str(REPO / "configs" / "dreamfusion-sd.yaml")]
     capsys.readouterr()
     before = snapshot(source)
     out = tmp_path / "out"
-    args = small(prior, 4) if case != "no-fine-section" else [a for a in small(prior, 4) if not a.startswith("fine.")]
+    args = small(prior, 4) if case != "no-fine-section" else [a for a in nerf_small_run(prior, 4) if not a.startswith("fine.")]
     code = run(["--prompt", PROMPT, "--from", str(source), "--workspace", str(out), "--quiet", *extra, *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0] and "Traceback" not in err[0], err

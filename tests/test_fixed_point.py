@@ -69,3 +69,11 @@ def test_fixed_point_reports_finite_drifts_and_fails_loudly_on_mismatched_shadin
 def test_cli_refuses_a_prompt_whose_truth_is_unknown(tmp_path, capsys):
     assert run_cli(fixed_point_main, ["--prompt", "a dragon", "--out", str(tmp_path)], prog="fixed_point") == 2
     assert "toy-world prompt" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_a_coarse_stage_without_a_true_start_is_refused_before_any_work(tmp_path, capsys):
+    """The default recipe's coarse Gaussians have no true start: --stage coarse names the way out."""
+    assert run_cli(fixed_point_main, ["--prompt", "a red cube", "--stage", "coarse", "--out", str(tmp_path)], prog="fixed_point") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'gaussians'" in err[0] and "--stage fine" in err[0] and "--config configs/toy.yaml" in err[0]
+    assert not any(tmp_path.iterdir())

@@ -66,7 +66,7 @@ def test_a_run_writes_its_page_with_every_part(run_ws):
 
 def test_a_run_without_a_mesh_says_so_on_its_page(prior, tmp_path):
     ws = tmp_path / "empty"
-    emptied = ["field.density_bias=-30.0", "field.blob_density=0.0", "--stage", "coarse"]  # nothing to mesh
+    emptied = ["representation.init_opacity=0.001", "--stage", "coarse"]  # Gaussians too faint to mesh
     assert dream(["--prompt", "a red cube", "--workspace", str(ws), "--quiet", *small_run(prior, 4), *emptied]) == 1
     summary = json.loads((ws / "run.json").read_text())
     assert summary["exported"] is False and summary["export_skipped"]

@@ -182,6 +182,23 @@ def test_the_loop_densifies_through_the_hook(tmp_path):
     assert sizes == {trainer.rep.count}  # the optimizer holds the new tensors
 
 
+def test_the_volume_is_built_once_per_state_of_the_parameters(tmp_path):
+    """The export and the DMTet's hand-over read one grid; a step (fused Adam, which bumps no
+    version counter) or any change in place makes a new one; the same values loaded again do not."""
+    trainer = gaussian_trainer(tmp_path, 6, ["representation.volume_resolution=24"])
+    rep = trainer.rep
+    first = rep.volume()
+    assert rep.volume() is first
+    trainer.train_step()  # Adam changes every parameter in place
+    second = rep.volume()
+    assert second is not first and not torch.equal(second.grid, first.grid)
+    rep.load_state_dict({k: v.clone() for k, v in rep.state_dict().items()})  # the same values: the same grid
+    assert rep.volume() is second
+    with torch.no_grad():
+        rep.means[0] += 0.01  # any change in place
+    assert rep.volume() is not second
+
+
 def test_a_resumed_run_across_a_densification_ends_bit_identical(tmp_path):
     whole = gaussian_trainer(tmp_path / "a", 10)
     whole.run()
@@ -203,10 +220,15 @@ def test_unknown_representations_and_options_are_one_sentence():
         load_run_config(None, ["representation.type=splats"], {"prompt": "a red cube"})
     with pytest.raises(ConfigError, match="did you mean 'num_points'"):
         load_run_config(GAUSSIANS, ["representation.num_point=10"], {"prompt": "a red cube"})
-    with pytest.raises(ConfigError, match="takes no options"):
-        load_run_config(None, ["representation.num_points=10"], {"prompt": "a red cube"})
-    cfg = load_run_config(None, ["representation=gaussians"], {"prompt": "a red cube"})
-    assert cfg.representation == {"type": "gaussians"}
+    with pytest.raises(ConfigError, match="takes no options .* replace the whole section: representation=nerf"):
+        load_run_config(None, ["representation.type=nerf"], {"prompt": "a red cube"})  # the default's Gaussian options stay
+    cfg = load_run_config(None, [], {"prompt": "a red cube"})
+    assert cfg.representation["type"] == "gaussians"  # the default recipe
+    cfg = load_run_config(None, ["representation=nerf"], {"prompt": "a red cube"})
+    assert cfg.representation == {"type": "nerf"}  # the whole section replaced: the NeRF recipe (configs/toy.yaml)
+    from dreamfusion.config import to_dict
+
+    assert to_dict(cfg) == to_dict(load_run_config(REPO / "configs" / "toy.yaml", [], {"prompt": "a red cube"}))
 
 
 def test_the_gaussian_recipe_runs_end_to_end_and_refines_as_a_mesh(tmp_path):

@@ -31,7 +31,7 @@ def test_the_wheel_carries_the_recipes_the_prior_and_the_commands(installed):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"dreamfusion/configs/toy.yaml", "dreamfusion/configs/dreamfusion-sd.yaml",
+    assert {"dreamfusion/configs/toy-gaussians.yaml", "dreamfusion/configs/toy.yaml", "dreamfusion/configs/dreamfusion-sd.yaml",
             "dreamfusion/assets/toy_prior/unet/diffusion_pytorch_model.safetensors",
             "dreamfusion/assets/toy_prior/tokenizer/tokenizer.json", "dreamfusion/data/coco-object-centric-153.txt",
             "dreamfusion/gallery/vendor/model-viewer-umd.min.js", "dreamfusion/gallery/vendor/LICENSE.model-viewer",
@@ -59,6 +59,7 @@ def test_the_installed_package_runs_the_default_recipe_from_anywhere(installed, 
     assert result.returncode == 0, result.stderr[-2000:]
     config = (tmp_path / "ws" / "config.yaml").read_text()
     assert f"model: {target / 'dreamfusion' / 'assets' / 'toy_prior'}" in config
+    assert "type: gaussians" in config  # the default recipe, found inside the package
     assert (tmp_path / "ws" / "fine" / "checkpoints" / "last.pt").is_file()
     assert (tmp_path / "ws" / "checkpoints" / "last.pt").is_file()
     assert "<model-viewer" not in (tmp_path / "ws" / "index.html").read_text()  # its page, with no mesh (--no-export)

@@ -74,7 +74,7 @@ def test_a_representation_written_in_a_test_trains_checkpoints_reloads_and_expor
     from dreamfusion.workspace import Workspace
 
     monkeypatch.setitem(registry.REPRESENTATIONS, "coloured_sphere", f"{__name__}:ColouredSphere")
-    cfg = load_run_config(None, ["representation.type=coloured_sphere", "train.steps=40", "train.ambient_only_steps=40",
+    cfg = load_run_config(None, ["representation=coloured_sphere", "train.steps=40", "train.ambient_only_steps=40",
                                  "train.checkpoint_every=20", "train.validation_every=20", "guidance.embedding_cache=null"],
                           {"prompt": "a red sphere", "seed": 0})
     guidance = make_guidance(cfg.guidance, "cpu")

@@ -30,7 +30,7 @@ from dreamfusion.cli.errors import run_cli
 from dreamfusion.export import load_exported_mesh
 from dreamfusion.guidance.tiny import save_tiny_pixel_model
 from dreamfusion.workspace import Workspace
-from small_runs import small_run
+from small_runs import NERF_RECIPE, nerf_small_run, small_run
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_PRIOR = REPO / "assets" / "toy_prior"
@@ -51,7 +51,13 @@ def load_script(name: str) -> ModuleType:
 dream, export_mesh, render_video = (load_script(n) for n in ("dream", "export_mesh", "render_video"))
 
 
-small = small_run
+def small(prior: Path, steps: int, *extra: str) -> list[str]:
+    """The NeRF recipe, small: most damage here is done to a NeRF's field (its checkpoint's
+    `field`, its density); the default recipe (3D Gaussians) is run where marked `recipe`."""
+    return [*NERF_RECIPE, *nerf_small_run(prior, steps, *extra)]
+
+
+RECIPES = {"nerf": small, "gaussians": small_run}  # the default recipe is the Gaussian one
 
 
 def dream_cli(argv: list[str]) -> int:
@@ -288,12 +294,23 @@ BAD_CHECKPOINTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def finished_default(tiny_prior, tmp_path_factory) -> Path:
+    """A finished 4-step run of the default recipe (3D Gaussians, then the DMTet)."""
+    root = tmp_path_factory.mktemp("finished_default") / "ws"
+    assert dream_cli(["--prompt", PROMPT, "--workspace", str(root), "--quiet", "--no-export", *small_run(tiny_prior, 4)]) == 0
+    return root
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
 @pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
-def test_bad_checkpoint_stops_resume_and_loses_nothing(ws, tiny_prior, capsys, kind):
+def test_bad_checkpoint_stops_resume_and_loses_nothing(finished, finished_default, tmp_path, tiny_prior, capsys, kind, recipe):
+    ws = Path(shutil.copytree(finished if recipe == "nerf" else finished_default, tmp_path / "ws"))
     last = ws / "checkpoints" / "last.pt"
     damage_checkpoint(last, kind)
     before = snapshot(ws)
-    assert dream_cli(resume_args(ws, tiny_prior)) == 1
+    resume = ["--prompt", PROMPT, "--workspace", str(ws), "--resume", "--quiet", "--no-export", *RECIPES[recipe](tiny_prior, 6)]
+    assert dream_cli(resume) == 1
     one_error_line(capsys.readouterr().err, str(last), BAD_CHECKPOINTS[kind])
     assert snapshot(ws) == before  # run.json, metrics, mesh, video and the damaged file itself all kept
 
@@ -377,9 +394,10 @@ def test_degenerate_field_export_says_what_to_do(ws, capsys, case, message):
     assert snapshot(ws) == before  # the previous export is still there, untouched
 
 
-def test_empty_field_at_the_end_of_a_run_exits_1_and_keeps_the_run(tiny_prior, tmp_path, capsys):
+@pytest.mark.parametrize("recipe,empty", [("nerf", "field.blob=none"), ("gaussians", "representation.init_opacity=0.001")])
+def test_empty_field_at_the_end_of_a_run_exits_1_and_keeps_the_run(tiny_prior, tmp_path, capsys, recipe, empty):
     ws = tmp_path / "empty"
-    args = ["--prompt", PROMPT, "--workspace", str(ws), "--quiet", *small(tiny_prior, 2, "field.blob=none")]
+    args = ["--prompt", PROMPT, "--workspace", str(ws), "--quiet", *RECIPES[recipe](tiny_prior, 2, empty)]
     assert dream_cli(args) == 1  # trained, but no asset: not a success for whoever scripts it
     err = capsys.readouterr().err
     assert "mesh export skipped: the field has no opaque surface" in err and "scripts/export_mesh.py --workspace" in err
@@ -448,16 +466,25 @@ def poison_guidance(monkeypatch, nan_loss: set[int], nan_grad: set[int] = frozen
     monkeypatch.setattr(guidance, "make_guidance", lambda cfg, device: Poisoned(real(cfg, device), set(nan_loss), set(nan_grad)))
 
 
-def test_nonfinite_steps_are_skipped_and_counted(tiny_prior, tmp_path, monkeypatch):
+def all_tensors(state: Any) -> Iterator[torch.Tensor]:
+    if torch.is_tensor(state):
+        yield state
+    elif isinstance(state, dict):
+        for value in state.values():
+            yield from all_tensors(value)
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_nonfinite_steps_are_skipped_and_counted(tiny_prior, tmp_path, monkeypatch, recipe):
     poison_guidance(monkeypatch, nan_loss={2}, nan_grad={5})  # the 3rd and the 6th step
     ws = tmp_path / "ws"
-    assert dream_cli(["--prompt", PROMPT, "--workspace", str(ws), "--quiet", "--no-export", *small(tiny_prior, 8)]) == 0
+    assert dream_cli(["--prompt", PROMPT, "--workspace", str(ws), "--quiet", "--no-export", *RECIPES[recipe](tiny_prior, 8)]) == 0
     metrics = [json.loads(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
     assert [m["skipped_nonfinite"] for m in metrics] == [0, 0, 1, 1, 1, 2, 2, 2]
     assert [m["step"] for m in metrics if m["loss"] is None] == [3, 6]
     state = load_checkpoint(ws / "checkpoints" / "last.pt")
     assert state["step"] == 8 and state["nonfinite_total"] == 2
-    assert all(torch.isfinite(v).all() for v in state["scene"]["field"].values() if torch.is_tensor(v))
+    assert all(torch.isfinite(v).all() for v in all_tensors(state["scene"]) if v.is_floating_point())
 
 
 def test_many_nonfinite_steps_in_a_row_stop_the_run_and_keep_the_last_good_checkpoint(tiny_prior, tmp_path, monkeypatch, capsys):

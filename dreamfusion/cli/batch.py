@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="batch", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", required=True, help='a file of prompts, one per line, or "a red cube,a blue cone"')
     p.add_argument("--seeds", type=int, default=1, help="runs per prompt, seeds 0..K-1 (default 1)")
-    p.add_argument("--config", default=None, help="dream.py config for every run (default configs/toy.yaml)")
+    p.add_argument("--config", default=None, help="dream.py config for every run (default: dream.py's, configs/toy-gaussians.yaml)")
     p.add_argument("--out", default=None, help="results folder (default outputs/batch); workspaces go to OUT/runs")
     p.add_argument("--device", default="auto", help="auto (a GPU when the task got one), cpu or cuda")
     p.add_argument("--fresh", action="store_true", help="rerun every run even if a finished workspace exists")

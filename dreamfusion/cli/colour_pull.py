@@ -33,7 +33,7 @@ from .errors import run_cli
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", required=True, help="a toy-world prompt, 'a <colour> <shape>'")
-    p.add_argument("--config", default=None, help="the run's recipe (default: configs/toy.yaml)")
+    p.add_argument("--config", default=None, help="the run's recipe, for its guidance, cameras and lights (default: dream.py's)")
     p.add_argument("--steps", type=int, default=300, help="SDS steps on the albedo (default 300)")
     p.add_argument("--start", default="palette", help="palette (default), grey, or R,G,B in [0, 1]")
     p.add_argument("--normal-noise", type=float, default=0.0, help="std of Gaussian noise on the shading normals")

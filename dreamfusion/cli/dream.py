@@ -21,14 +21,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dream", description="Text to 3D: optimize a field with score distillation, then export a mesh and a turntable video.")
     p.add_argument("--prompt", default=None, help='what to make, e.g. "a red cube" (with --from: the source run\'s prompt unless given)')
     p.add_argument("--negative", default=None, help="negative prompt")
-    p.add_argument("--config", default=None, help="YAML config, or the name of a bundled one (default: configs/toy.yaml, the bundled prior)")
+    p.add_argument("--config", default=None, help="YAML config, or the name of a bundled one (default: configs/toy-gaussians.yaml: 3D Gaussians, then a DMTet mesh, on the bundled prior; configs/toy.yaml is the NeRF recipe)")
     p.add_argument("--steps", type=int, default=None, help="optimization steps (train.steps)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workspace", default=None, help="run folder (default: outputs/<prompt-slug>)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
     p.add_argument("--stage", choices=("coarse", "fine", "all"), default=None,
-                   help="which stages to train: the coarse NeRF, the fine DMTet mesh refined from it, or both "
-                        "(default: all when the config has a fine: section, as configs/toy.yaml does)")
+                   help="which stages to train: the coarse one (3D Gaussians or a NeRF), the fine DMTet mesh refined from it, or both "
+                        "(default: all when the config has a fine: section, as the toy recipes do)")
     p.add_argument("--from", dest="source", default=None, metavar="WORKSPACE",
                    help="refine the finished coarse run in WORKSPACE (the fine stage; written there unless --workspace)")
     p.add_argument("--resume", action="store_true", help="continue from the workspace's last checkpoint")

@@ -2,7 +2,7 @@
 
 A perfect asset should stay perfect under its own prompt. This builds the true object in a stage's
 own representation — the coarse NeRF regressed onto the toy SDF (a sharp density shell) and the
-palette albedo; the fine DMTet with the true SDF on its grid and that NeRF as its texture field —
+palette albedo (a coarse stage of 3D Gaussians has no true start yet); the fine DMTet with the true SDF on its grid and that NeRF as its texture field —
 exports and judges it, runs the stage's SDS with the run's recipe for some steps, and judges it
 again. The drift of colour (ΔE), surface distance, normal angle and genus is a defect of the
 pipeline: a mismatch between our renders and the prior's training renders, a guidance setting, a
@@ -116,10 +116,26 @@ def fit_true_field(field_: torch.nn.Module, shape: str, colour: str, steps: int 
     return float(loss.detach())
 
 
+def coarse_holds_truth(cfg: RunConfig) -> bool:
+    """Whether the coarse stage's representation can be started from the true object (the NeRF)."""
+    from ..scene import Scene
+
+    cls, _ = cfg.representation_options()
+    return issubclass(cls, Scene)
+
+
+def require_true_coarse(cfg: RunConfig) -> None:
+    if not coarse_holds_truth(cfg):
+        raise ConfigError(f"the coarse fixed point starts a NeRF from the true object, and this recipe's coarse stage is "
+                          f"{cfg.representation['type']!r}: check its fine stage (--stage fine; the toy recipes share it) "
+                          "or the NeRF recipe's coarse stage (--config configs/toy.yaml)")
+
+
 def true_coarse_scene(cfg: RunConfig, shape: str, colour: str, device: torch.device, start_step: int, fit_steps: int = 600):
     """The coarse NeRF scene holding the true object, with the run's schedules as of `start_step`."""
     from ..scene import build_scene
 
+    require_true_coarse(cfg)
     scene = build_scene(cfg, device=device, seed=cfg.seed)
     scene.schedule = cfg.train
     scene.set_step(start_step)  # the blob and active levels the field is fitted under

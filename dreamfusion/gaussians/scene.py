@@ -67,6 +67,7 @@ class GaussianScene(nn.Module, Representation):
         self.background = background
         self.backend = choose_backend(cfg.backend, self.device_)
         self.last_round: dict[str, int] = {}
+        self._volume: tuple[torch.Tensor, GaussianVolume] | None = None  # (the parameters it was built of, flat; it)
 
     # ---- construction ----------------------------------------------------------------------------------
     @classmethod
@@ -176,10 +177,19 @@ class GaussianScene(nn.Module, Representation):
         return nn.Module.load_state_dict(self, state, strict)
 
     def volume(self) -> GaussianVolume:
+        """The density grid, built once per state of the parameters: a run's export and its hand-over
+        to the DMTet read the same one (a 128^3 grid of 5,000 Gaussians takes about a second). The
+        state is compared by value (70,000 numbers): fused Adam changes parameters in place without
+        bumping their version counters."""
+        state = torch.cat([getattr(self, name).detach().reshape(-1) for name in FIELDS])
+        if self._volume is not None and torch.equal(self._volume[0], state):
+            return self._volume[1]
         with torch.no_grad():
-            return GaussianVolume(self.means, covariances(self.log_scales, self.quats), self.log_scales,
+            volume = GaussianVolume(self.means, covariances(self.log_scales, self.quats), self.log_scales,
                                   torch.sigmoid(self.opacity_logits), torch.sigmoid(self.albedo_logits), self.bound,
                                   self.cfg.volume_resolution)
+        self._volume = (state, volume)
+        return volume
 
     def export_mesh(self, out_dir: str | Path, cfg: Any, progress: bool = True) -> Any:
         """DreamGaussian's extraction: the density on a grid, marching cubes, cleanup, UV atlas, baked texture."""
