@@ -9,6 +9,7 @@ registry (registry.py), so a new representation is one package and one registry 
     rep = Rep.build(run_config, device)             # a stage's start, from the run config
     rep = Rep.from_previous(other, run_config, device)  # or from the previous stage's result
     rep = Rep.from_checkpoint(run_config, state, device)  # or from a checkpoint (its size may differ from build's)
+    rep = Rep.from_surface(run_config, points, normals, albedo, device)  # or holding a given surface (the fixed point's truth)
     groups = rep.parameter_groups()                 # named optimizer groups with their learning rates
     rep.set_precision(dtype)                        # mixed precision (train.field_precision): None is fp32
     rep.prepare_step(step, generator)               # schedules (set_step), occupancy refreshes, ...
@@ -86,6 +87,14 @@ class Representation(ABC):
     def from_previous(cls, previous: "Representation", cfg: "RunConfig", device: torch.device | str) -> "Representation":
         """The start of a stage that continues the previous stage's result (Magic3D's hand-over)."""
         raise RepresentationError(f"{cls.__name__} cannot start from a {type(previous).__name__}")
+
+    @classmethod
+    def from_surface(cls, cfg: "RunConfig", points: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor,
+                     device: torch.device | str) -> "Representation":
+        """One that holds a given surface: points spread evenly over it in random order (N, 3; any
+        prefix is an even subset), unit outward normals (N, 3) and the albedo there (N, 3). The fixed point's start from the true toy object
+        (eval/fixed_point.py); RepresentationError where a representation has no such start."""
+        raise RepresentationError(f"{cls.__name__} cannot start from a given surface")
 
     @classmethod
     def blank(cls, cfg: "RunConfig", device: torch.device | str) -> "Representation":

@@ -13,7 +13,7 @@ from dreamfusion.cameras import focal_length, make_cameras
 from dreamfusion.config import ConfigError
 from dreamfusion.gaussians.config import GaussianConfig
 from dreamfusion.gaussians.densify import densify_and_prune
-from dreamfusion.gaussians.model import covariances, quat_to_rotation, random_ball
+from dreamfusion.gaussians.model import covariances, nearest_neighbour_spacing, quat_to_rotation, random_ball, shortest_axes, surfels
 from dreamfusion.gaussians.splat import ALPHA_MIN, project, rasterize
 from dreamfusion.gaussians.volume import GaussianVolume
 from dreamfusion.run_config import load_run_config
@@ -143,6 +143,19 @@ def test_a_flat_gaussian_is_as_opaque_in_the_volume_as_its_splat():
     depth = float(torch.trapezoid(vol.density(pts), z))
     assert depth == pytest.approx(-math.log(1 - o), rel=0.03)
     torch.testing.assert_close(vol.albedo(pts[990:1010]), torch.tensor([[0.2, 0.4, 0.6]]).expand(20, 3), atol=1e-4, rtol=0)
+
+
+def test_surfels_lie_flat_along_the_normals_they_are_given():
+    """from_surface's Gaussians: each one's shortest axis is its normal (straight down included),
+    wide enough to overlap its neighbours, with the albedo given."""
+    normals = torch.nn.functional.normalize(torch.randn(200, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    normals[0] = torch.tensor([0.0, 0.0, -1.0])
+    points = 0.5 * normals  # a sphere of radius 0.5
+    params = surfels(points, normals, torch.full((200, 3), 0.3))
+    axes = shortest_axes(params.log_scales, params.quats)
+    assert torch.allclose((axes * normals).sum(-1).abs(), torch.ones(200), atol=1e-5)
+    assert float(params.log_scales[0, :2].exp().min()) == pytest.approx(2.5 * nearest_neighbour_spacing(points), rel=1e-5)
+    assert torch.allclose(torch.sigmoid(params.albedo_logits), torch.full((200, 3), 0.3), atol=1e-6)
 
 
 def test_quaternions_give_rotations():

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from ..config import ConfigError
-from ..eval.fixed_point import MEASURES, TOLERANCES, coarse_holds_truth, require_true_coarse, run_fixed_point, toy_truth
+from ..eval.fixed_point import MEASURES, TOLERANCES, run_fixed_point, toy_truth
 from ..run_config import load_run_config
 from ..utils.capabilities import resolve_device
 from .args import add_common_options, parse_or_exit_code
@@ -27,8 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", required=True, help="a toy-world prompt, 'a <colour> <shape>'")
     p.add_argument("--config", default=None, help="the run's recipe (default: dream.py's, 3D Gaussians then the DMTet; configs/toy.yaml: the NeRF's)")
-    p.add_argument("--stage", choices=("coarse", "fine", "both"), default=None,
-                   help="default: both where the coarse stage is a NeRF, else fine (3D Gaussians have no true start yet)")
+    p.add_argument("--stage", choices=("coarse", "fine", "both"), default="both")
     p.add_argument("--steps", type=int, default=300, help="SDS steps from the truth (default 300)")
     p.add_argument("--start-step", type=int, default=None,
                    help="the stage's step to start at (schedules as of it; default: its last --steps steps)")
@@ -56,10 +55,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise ConfigError(f"--fit-steps must be positive, got {args.fit_steps}")
     cfg = load_run_config(args.config, args.overrides, {"prompt": args.prompt.strip(), "seed": args.seed})
     device = resolve_device(args.device)
-    stage = args.stage or ("both" if coarse_holds_truth(cfg) else "fine")
-    if stage in ("coarse", "both"):
-        require_true_coarse(cfg)  # before the prior is loaded
-    stages = ("coarse", "fine") if stage == "both" else (stage,)
+    stages = ("coarse", "fine") if args.stage == "both" else (args.stage,)
     tolerances = {k: v * args.tolerance_scale for k, v in TOLERANCES.items()}
     reports, failures = {}, {}
     from ..guidance import make_guidance

@@ -2,7 +2,7 @@
 
 A perfect asset should stay perfect under its own prompt. This builds the true object in a stage's
 own representation — the coarse NeRF regressed onto the toy SDF (a sharp density shell) and the
-palette albedo (a coarse stage of 3D Gaussians has no true start yet); the fine DMTet with the true SDF on its grid and that NeRF as its texture field —
+palette albedo, 3D Gaussians as surfels on the true surface; the fine DMTet with the true SDF on its grid and that NeRF as its texture field —
 exports and judges it, runs the stage's SDS with the run's recipe for some steps, and judges it
 again. The drift of colour (ΔE), surface distance, normal angle and genus is a defect of the
 pipeline: a mismatch between our renders and the prior's training renders, a guidance setting, a
@@ -30,6 +30,7 @@ from ..utils import random
 
 # The issue's budget for 300 steps from the truth; `check` fails a report beyond it.
 TOLERANCES = {"delta_e": 3.0, "surface_distance": 0.005, "normal_angle": 3.0}
+TRUE_SURFACE_POINTS = 20000  # on the true surface, for a representation's from_surface (it takes what it needs)
 MEASURES = ("delta_e", "delta_lightness", "delta_chroma", "surface_distance", "normal_angle", "genus")
 
 
@@ -116,26 +117,26 @@ def fit_true_field(field_: torch.nn.Module, shape: str, colour: str, steps: int 
     return float(loss.detach())
 
 
-def coarse_holds_truth(cfg: RunConfig) -> bool:
-    """Whether the coarse stage's representation can be started from the true object (the NeRF)."""
-    from ..scene import Scene
+def true_coarse_scene(cfg: RunConfig, shape: str, colour: str, device: torch.device, start_step: int, fit_steps: int = 600):
+    """The coarse stage's representation holding the true object, with the run's schedules as of
+    `start_step`: a NeRF regressed onto the true density and albedo, any other one built by its
+    from_surface from points on the true surface (3D Gaussians: surfels). ConfigError where the
+    representation has no such start."""
+    from ..representation import RepresentationError
+    from ..scene import Scene, build_scene
+    from .geometry import true_normal, true_surface
 
     cls, _ = cfg.representation_options()
-    return issubclass(cls, Scene)
-
-
-def require_true_coarse(cfg: RunConfig) -> None:
-    if not coarse_holds_truth(cfg):
-        raise ConfigError(f"the coarse fixed point starts a NeRF from the true object, and this recipe's coarse stage is "
-                          f"{cfg.representation['type']!r}: check its fine stage (--stage fine; the toy recipes share it) "
-                          "or the NeRF recipe's coarse stage (--config configs/toy.yaml)")
-
-
-def true_coarse_scene(cfg: RunConfig, shape: str, colour: str, device: torch.device, start_step: int, fit_steps: int = 600):
-    """The coarse NeRF scene holding the true object, with the run's schedules as of `start_step`."""
-    from ..scene import build_scene
-
-    require_true_coarse(cfg)
+    if not issubclass(cls, Scene):
+        points = torch.from_numpy(true_surface(shape, TRUE_SURFACE_POINTS).copy())
+        normals = torch.from_numpy(true_normal(shape, points.numpy()))
+        try:
+            rep = cls.from_surface(cfg, points.float(), normals.float(), true_albedo(shape, colour, points).float(), device)
+        except RepresentationError as err:
+            raise ConfigError(f"the coarse stage ({cfg.representation['type']!r}) has no start from the true object ({err}): "
+                              "check its fine stage with --stage fine") from None
+        rep.set_step(start_step)
+        return rep
     scene = build_scene(cfg, device=device, seed=cfg.seed)
     scene.schedule = cfg.train
     scene.set_step(start_step)  # the blob and active levels the field is fitted under

@@ -49,6 +49,31 @@ def random_ball(n: int, radius: float, scale: float, opacity: float, albedo: flo
     )
 
 
+def nearest_neighbour_spacing(points: torch.Tensor, chunk: int = 2048) -> float:
+    """The median distance (world units) from each of `points` (N, 3) to its nearest other one."""
+    nearest = [torch.cdist(part, points).topk(2, largest=False).values[:, 1] for part in points.split(chunk)]
+    return float(torch.cat(nearest).median())
+
+
+def surfels(points: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor, opacity: float = 0.9,
+            tangent_spacings: float = 2.5, thickness: float = 0.15) -> GaussianParams:
+    """Flat Gaussians on a surface: one at each of `points` (N, 3), its shortest axis along the
+    unit normal (N, 3), `tangent_spacings` nearest-neighbour spacings wide (with points spread
+    evenly, about 1.25 sqrt(area / N): at 0.7 spacings the splats left holes and the true cube's
+    export had genus 4; at 1.5 and 2.5 it was 0.0057 / 10.0° and 0.0052 / 8.8° from the truth),
+    `thickness` times as thin, with the albedo (N, 3) given (clamped to [0.02, 0.98])."""
+    n = points.shape[0]
+    z = normals.float()
+    quats = torch.stack([1 + z[:, 2], -z[:, 1], z[:, 0], torch.zeros_like(z[:, 0])], -1)  # turns +z onto the normal
+    quats = torch.where((quats[:, :1] < 1e-4), quats.new_tensor([0.0, 1.0, 0.0, 0.0]), quats)  # a normal along -z: half a turn about x
+    width = tangent_spacings * nearest_neighbour_spacing(points.float())
+    scales = points.new_tensor([width, width, thickness * width]).float().log().expand(n, 3)
+    logit = math.log(opacity / (1.0 - opacity))
+    return GaussianParams(means=points.float(), log_scales=scales.clone(), quats=F.normalize(quats, dim=-1),
+                          opacity_logits=torch.full((n,), logit, device=points.device),
+                          albedo_logits=torch.logit(albedo.float().clamp(0.02, 0.98)))
+
+
 def quat_to_rotation(quats: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3) rotation matrices of quaternions (N, 4) w, x, y, z (any norm)."""
     w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)

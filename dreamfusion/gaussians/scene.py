@@ -26,7 +26,7 @@ from ..utils.optimizer_surgery import replace_rows
 from .config import GaussianConfig
 from .densify import densify_and_prune
 from .gsplat_backend import gsplat_available, render_gsplat
-from .model import FIELDS, GaussianParams, covariances, random_ball, shortest_axes
+from .model import FIELDS, GaussianParams, covariances, random_ball, shortest_axes, surfels
 from .splat import project, rasterize
 from .volume import GaussianVolume
 
@@ -76,6 +76,16 @@ class GaussianScene(nn.Module, Representation):
         _, opts = cfg.representation_options()
         gen = torch.Generator().manual_seed(cfg.seed)
         params = random_ball(opts.num_points, opts.init_radius, opts.init_scale, opts.init_opacity, opts.init_albedo, gen, device)
+        return cls(opts, params, Background(cfg.background).to(device), cfg.field.bound, cfg.train, cfg.seed, device)
+
+    @classmethod
+    def from_surface(cls, cfg: "RunConfig", points: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor,
+                     device: torch.device | str) -> "GaussianScene":
+        """Surfels on a given surface (the fixed point's true object): representation.max_gaussians
+        of the points (the first ones, an even subset), opaque, flat along the normals."""
+        _, opts = cfg.representation_options()
+        k = min(opts.max_gaussians, points.shape[0])
+        params = surfels(points[:k], normals[:k], albedo[:k])
         return cls(opts, params, Background(cfg.background).to(device), cfg.field.bound, cfg.train, cfg.seed, device)
 
     @property
