@@ -92,8 +92,9 @@ class Representation(ABC):
     def from_surface(cls, cfg: "RunConfig", points: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor,
                      device: torch.device | str) -> "Representation":
         """One that holds a given surface: points spread evenly over it in random order (N, 3; any
-        prefix is an even subset), unit outward normals (N, 3) and the albedo there (N, 3). The fixed point's start from the true toy object
-        (eval/fixed_point.py); RepresentationError where a representation has no such start."""
+        prefix is an even subset), unit outward normals (N, 3) and the albedo there (N, 3). The
+        fixed point's start from the true toy object (eval/fixed_point.py); RepresentationError
+        where a representation has no such start."""
         raise RepresentationError(f"{cls.__name__} cannot start from a given surface")
 
     @classmethod

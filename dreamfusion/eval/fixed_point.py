@@ -2,9 +2,9 @@
 
 A perfect asset should stay perfect under its own prompt. This builds the true object in a stage's
 own representation — the coarse NeRF regressed onto the toy SDF (a sharp density shell) and the
-palette albedo, 3D Gaussians as surfels on the true surface; the fine DMTet with the true SDF on its grid and that NeRF as its texture field —
-exports and judges it, runs the stage's SDS with the run's recipe for some steps, and judges it
-again. The drift of colour (ΔE), surface distance, normal angle and genus is a defect of the
+palette albedo, or 3D Gaussians as surfels on the true surface; the fine DMTet with the true SDF
+on its grid and that NeRF as its texture field — exports and judges it, runs the stage's SDS
+with the run's recipe for some steps, and judges it again. The drift of colour (ΔE), surface distance, normal angle and genus is a defect of the
 pipeline: a mismatch between our renders and the prior's training renders, a guidance setting, a
 learning rate. Where it starts: by default the last `steps` steps of the stage, so the schedules
 (t range, blob, regularizer weights) are those that finish an asset.

@@ -196,8 +196,8 @@ class GaussianScene(nn.Module, Representation):
             return self._volume[1]
         with torch.no_grad():
             volume = GaussianVolume(self.means, covariances(self.log_scales, self.quats), self.log_scales,
-                                  torch.sigmoid(self.opacity_logits), torch.sigmoid(self.albedo_logits), self.bound,
-                                  self.cfg.volume_resolution)
+                                    torch.sigmoid(self.opacity_logits), torch.sigmoid(self.albedo_logits), self.bound,
+                                    self.cfg.volume_resolution)
         self._volume = (state, volume)
         return volume
 
