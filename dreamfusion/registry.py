@@ -34,9 +34,9 @@ def representation_class(name: str) -> type["Representation"]:
 
 def representation_options(section: Mapping[str, Any] | None, prefix: str = "representation") -> tuple[type["Representation"], Any]:
     """(class, its options) of a config's representation section, `{type: NAME, ...options}` (the
-    run config turns a bare NAME into that), the options built strictly into the class's `options_type` (an unknown key stops
-    the run naming the nearest one). A representation without options (the NeRF, whose settings
-    are the top-level field/render/background sections) refuses any."""
+    run config turns a bare NAME into that), the options built strictly into the class's
+    `options_type` (an unknown key stops the run naming the nearest one). A representation without
+    options (the NeRF, whose settings are the top-level field/render/background sections) refuses any."""
     data = dict(section or {})
     name = data.pop("type", COARSE_DEFAULT)
     cls = representation_class(name)

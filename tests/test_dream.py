@@ -21,9 +21,7 @@ def tiny_prior(tmp_path_factory):
     return save_tiny_pixel_model(tmp_path_factory.mktemp("prior"), sample_size=16, camera=True)
 
 
-def small(prior, steps, *extra):
-    """The default recipe (3D Gaussians, then the DMTet) at test sizes."""
-    return small_run(prior, steps, *extra)
+small = small_run  # the default recipe (3D Gaussians, then the DMTet) at test sizes
 
 
 def run(argv):
